@@ -1,0 +1,40 @@
+# registry-service: `make run` serves the embedded default, `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install run test lint format bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/registry-service db upgrade
+	$(BIN)/registry-service tokens bootstrap
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/registry-service serve
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check registry_service tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format registry_service tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/version_latency.py
+
+clean:
+	rm -rf $(VENV) .registry .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,121 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import swagger_ui_bundle
+from flask import Flask, g, redirect, request, send_from_directory
+
+from registry_service.api import BEARER, Api, handle_registry_error
+from registry_service.config import Settings
+from registry_service.errors import RegistryError
+from registry_service.gateway.base import RegistryGateway
+from registry_service.services.container import EXTENSION_KEY, build_services
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SWAGGER_ASSETS = "/api/docs/assets/"
+
+
+def create_app(
+    config: Settings | dict[str, Any] | None = None, gateway: RegistryGateway | None = None
+) -> Flask:
+    """Build the app; ``config`` is Settings, or overrides of Settings fields."""
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = Settings.from_env().with_overrides(**(config or {}))
+
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="registry-service",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_ASSETS,
+        OPENAPI_SWAGGER_UI_CONFIG={
+            "persistAuthorization": True,
+            "displayRequestDuration": True,
+            "deepLinking": True,
+            "validatorUrl": None,
+            "tryItOutEnabled": True,
+        },
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Governed model registry in front of MLflow. Authorize with "
+                "a bearer token from `registry-service tokens create`.",
+            },
+            "security": [{BEARER: []}],
+        },
+        TESTING=settings.testing,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+
+    register_services(app, settings, gateway)
+    register_request_hooks(app)
+    api = register_api(app)
+    register_blueprints(api)
+    register_error_handlers(app)
+    register_swagger_assets(app)
+    return app
+
+
+def register_services(app: Flask, settings: Settings, gateway: RegistryGateway | None) -> None:
+    app.extensions[EXTENSION_KEY] = build_services(settings, gateway)
+
+
+def register_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def echo_request_id(response):
+        if "request_id" in g:
+            response.headers["X-Request-ID"] = g.request_id
+        return response
+
+
+def register_api(app: Flask) -> Api:
+    api = Api(app)
+    api.spec.components.security_scheme(
+        BEARER,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Token from `registry-service tokens create`",
+        },
+    )
+    return api
+
+
+def register_blueprints(api: Api) -> None:
+    from registry_service.resources.audit.routes import blp as audit_blp
+    from registry_service.resources.auth.routes import blp as auth_blp
+    from registry_service.resources.health.routes import blp as health_blp
+    from registry_service.resources.models.routes import blp as models_blp
+
+    api.register_blueprint(health_blp)
+    for blp in (auth_blp, models_blp, audit_blp):
+        api.register_blueprint(blp, url_prefix="/api/v1" + (blp.url_prefix or ""))
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(RegistryError, handle_registry_error)
+
+
+def register_swagger_assets(app: Flask) -> None:
+    # Served by us so Swagger UI works with no network access.
+    @app.get(SWAGGER_ASSETS + "<path:filename>")
+    def swagger_assets(filename: str):
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
+
+    @app.get("/")
+    def index():
+        return redirect("/api/docs")

@@ -1,0 +1,174 @@
+"""The ``registry-service`` command: database, tokens and the server."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from datetime import timedelta
+
+import click
+
+from registry_service.config import Settings
+from registry_service.domain.entities import Role
+from registry_service.errors import RegistryError
+from registry_service.services.context import Context
+
+ROLES = [r.value for r in Role]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _ctx() -> Context:
+    return Context(actor=f"cli:{getpass.getuser()}")
+
+
+def _token_service():
+    from registry_service.db.database import Database
+    from registry_service.services.audit import AuditLog
+    from registry_service.services.tokens import TokenService
+
+    db = Database(_settings().database_url)
+    return TokenService(db, AuditLog(db))
+
+
+def _fail(error: RegistryError) -> None:
+    click.echo(f"error: {error.detail}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """registry-service: a governed model registry in front of MLflow."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations to REGISTRY_DATABASE_URL."""
+    from registry_service.db.migrate import upgrade
+
+    settings = _settings()
+    if settings.database_url.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Principal the token acts as.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(ROLES),
+    help="Repeat for several roles.",
+)
+@click.option("--expires-in-days", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def tokens_create(
+    name: str, roles: tuple[str, ...], expires_in_days: int | None, as_json: bool
+) -> None:
+    """Issue a token; the secret is shown once and stored only as a hash."""
+    expires = timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        secret, info = _token_service().create(_ctx(), name, list(roles), expires)
+    except RegistryError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"id": info.id, "principal": info.principal, "roles": info.roles, "token": secret}
+            )
+        )
+    else:
+        click.echo(f"token {info.id} for {info.principal} ({', '.join(info.roles)}):")
+        click.echo(secret)
+        click.echo("store it now: it cannot be shown again", err=True)
+
+
+@tokens.command("list")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
+def tokens_list(include_revoked: bool) -> None:
+    """List tokens (never their secrets)."""
+    rows = _token_service().list(include_revoked)
+    click.echo(f"{'ID':>4}  {'PRINCIPAL':<24} {'ROLES':<28} {'PREFIX':<10} {'CREATED':<20} STATE")
+    for t in rows:
+        state = (
+            "revoked"
+            if t.revoked_at
+            else (f"expires {t.expires_at:%Y-%m-%d}" if t.expires_at else "active")
+        )
+        click.echo(
+            f"{t.id:>4}  {t.principal:<24} {','.join(t.roles):<28} {t.prefix:<10} "
+            f"{t.created_at:%Y-%m-%d %H:%M:%S}  {state}"
+        )
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id; it stops working at once."""
+    try:
+        info = _token_service().revoke(_ctx(), token_id)
+    except RegistryError as exc:
+        _fail(exc)
+    click.echo(f"token {info.id} of {info.principal} revoked")
+
+
+@tokens.command("bootstrap")
+@click.option("--name", default="admin", show_default=True)
+def tokens_bootstrap(name: str) -> None:
+    """Issue a first admin token if no admin token exists yet."""
+    secret = _token_service().bootstrap_admin(_ctx(), name)
+    if secret is None:
+        click.echo("an admin token already exists (see `registry-service tokens list`)")
+    else:
+        click.echo(f"first admin token for {name!r} (shown once, stored only as a hash):")
+        click.echo(f"    {secret}")
+
+
+@main.command("serve")
+@click.option("--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="HOST")
+@click.option(
+    "--port", type=int, default=lambda: int(os.environ.get("PORT", "8080")), show_default="PORT"
+)
+@click.option("--workers", type=int, default=lambda: int(os.environ.get("WORKERS", "1")))
+@click.option("--threads", type=int, default=lambda: int(os.environ.get("THREADS", "8")))
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the API under gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    from registry_service.app import create_app
+
+    class _Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("timeout", 60)
+
+        def load(self):
+            return create_app()
+
+    shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
+    click.echo(
+        f"registry-service on http://{shown}:{port}  Swagger UI: http://{shown}:{port}/api/docs"
+    )
+    _Server().run()

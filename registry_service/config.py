@@ -1,0 +1,82 @@
+"""Settings, read from the environment once per application."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+def normalize_database_url(url: str) -> str:
+    """Pin bare PostgreSQL URLs to psycopg2, the driver we ship.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3, which is not installed.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def _int(env: dict[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: dict[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    mlflow_tracking_uri: str
+    mlflow_registry_uri: str
+    artifact_root: str
+    mlflow_timeout: float = 10.0
+    mlflow_max_retries: int = 2
+    default_page_size: int = 50
+    max_page_size: int = 500
+    testing: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embedded_mlflow(self) -> bool:
+        return not self.mlflow_tracking_uri.startswith(("http://", "https://"))
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("REGISTRY_DATA_DIR") or ".registry").resolve()
+        database_url = env.get("REGISTRY_DATABASE_URL") or f"sqlite:///{data_dir / 'registry.db'}"
+        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
+        return cls(
+            data_dir=data_dir,
+            database_url=normalize_database_url(database_url),
+            mlflow_tracking_uri=normalize_database_url(tracking),
+            mlflow_registry_uri=normalize_database_url(env.get("MLFLOW_REGISTRY_URI") or tracking),
+            artifact_root=env.get("REGISTRY_ARTIFACT_ROOT") or str(data_dir / "artifacts"),
+            mlflow_timeout=_float(env, "REGISTRY_MLFLOW_TIMEOUT", 10.0),
+            mlflow_max_retries=_int(env, "REGISTRY_MLFLOW_MAX_RETRIES", 2),
+            default_page_size=_int(env, "REGISTRY_DEFAULT_PAGE_SIZE", 50),
+            max_page_size=_int(env, "REGISTRY_MAX_PAGE_SIZE", 500),
+        )
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        for key in ("database_url", "mlflow_tracking_uri", "mlflow_registry_uri"):
+            if key in overrides:
+                overrides[key] = normalize_database_url(overrides[key])
+        return replace(self, **overrides)

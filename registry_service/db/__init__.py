@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 typed models and the per-application Database."""

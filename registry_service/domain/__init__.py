@@ -1,0 +1,1 @@
+"""Domain entities and rules: plain Python, no Flask, SQLAlchemy or MLflow."""

@@ -1,0 +1,117 @@
+"""What the service needs from a model registry, in the style of MLflow's AbstractStore."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from registry_service.domain.entities import (
+    Experiment,
+    ModelVersion,
+    Page,
+    RegisteredModel,
+    Run,
+    Stage,
+    TransitionResult,
+)
+
+
+class RegistryGateway(ABC):
+    """Every method raises registry_service.errors types, never MLflow's."""
+
+    # -- registered models
+    @abstractmethod
+    def get_registered_model(self, name: str) -> RegisteredModel: ...
+
+    @abstractmethod
+    def search_registered_models(
+        self, name_like: str | None, max_results: int, page_token: str | None
+    ) -> Page[RegisteredModel]:
+        """``name_like`` is a validated prefix; MLflow treats '_' in it as a wildcard."""
+
+    @abstractmethod
+    def create_registered_model(
+        self, name: str, description: str | None, tags: dict[str, str]
+    ) -> RegisteredModel: ...
+
+    @abstractmethod
+    def update_registered_model(
+        self,
+        name: str,
+        description: str | None = None,
+        set_tags: dict[str, str] | None = None,
+        delete_tags: list[str] | None = None,
+    ) -> RegisteredModel: ...
+
+    @abstractmethod
+    def delete_registered_model(self, name: str) -> None: ...
+
+    # -- model versions
+    @abstractmethod
+    def get_model_version(self, name: str, version: int) -> ModelVersion: ...
+
+    @abstractmethod
+    def search_model_versions(
+        self, name: str, max_results: int, page_token: str | None
+    ) -> Page[ModelVersion]:
+        """Versions of one model, newest first."""
+
+    @abstractmethod
+    def create_model_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str | None,
+        description: str | None,
+        tags: dict[str, str],
+        model_id: str | None = None,
+    ) -> ModelVersion: ...
+
+    @abstractmethod
+    def update_model_version(
+        self,
+        name: str,
+        version: int,
+        description: str | None = None,
+        set_tags: dict[str, str] | None = None,
+        delete_tags: list[str] | None = None,
+    ) -> ModelVersion: ...
+
+    @abstractmethod
+    def delete_model_version(self, name: str, version: int) -> None: ...
+
+    @abstractmethod
+    def transition_stage(
+        self, name: str, version: int, stage: Stage, archive_existing: bool
+    ) -> TransitionResult:
+        """Move a version to ``stage``; with ``archive_existing``, archive the other
+        versions in that stage (Staging/Production only)."""
+
+    @abstractmethod
+    def set_alias(self, name: str, alias: str, version: int) -> int | None:
+        """Point ``alias`` at ``version``; return the version it pointed at before."""
+
+    @abstractmethod
+    def delete_alias(self, name: str, alias: str) -> int | None:
+        """Remove ``alias``; return the version it pointed at, None if it was unset."""
+
+    @abstractmethod
+    def get_version_by_alias(self, name: str, alias: str) -> ModelVersion: ...
+
+    # -- tracking
+    @abstractmethod
+    def get_run(self, run_id: str) -> Run: ...
+
+    @abstractmethod
+    def get_experiment(self, experiment_id: str) -> Experiment: ...
+
+    @abstractmethod
+    def find_logged_model(self, run: Run, name: str) -> str | None:
+        """The id of the model named ``name`` logged by ``run`` (MLflow 3 LoggedModel)."""
+
+    @abstractmethod
+    def run_artifact_exists(self, run: Run, path: str) -> bool: ...
+
+    # -- health
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise UpstreamUnavailable unless the registry answers."""

@@ -1,0 +1,354 @@
+"""RegistryGateway over MLflow's client: a remote server or an embedded SQLite store."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from registry_service import errors
+from registry_service.domain.entities import (
+    Dataset,
+    Experiment,
+    ModelVersion,
+    Page,
+    RegisteredModel,
+    Run,
+    Stage,
+    TransitionResult,
+)
+from registry_service.gateway.base import RegistryGateway
+from registry_service.gateway.http import install_low_latency_transport
+
+_ERROR_BY_CODE: dict[str, type[errors.RegistryError]] = {
+    "RESOURCE_ALREADY_EXISTS": errors.AlreadyExists,
+    "INVALID_PARAMETER_VALUE": errors.ValidationError,
+    "INVALID_STATE": errors.IllegalTransition,
+    "BAD_REQUEST": errors.BadRequest,
+    "PERMISSION_DENIED": errors.UpstreamError,
+    "UNAUTHENTICATED": errors.UpstreamError,
+}
+
+
+def _ts(millis: int | None) -> datetime | None:
+    if millis is None:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    # MLflow wraps transport errors in a plain MlflowException without ``from``.
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.exceptions.RequestException | ConnectionError):
+            return True
+        current = current.__cause__ or current.__context__
+    return "failed with exception" in str(exc) or "failed with timeout" in str(exc)
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0][:500] if message.strip() else message
+
+
+class MlflowGateway(RegistryGateway):
+    def __init__(
+        self,
+        tracking_uri: str,
+        registry_uri: str | None = None,
+        artifact_root: str | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 2,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.registry_uri = registry_uri or tracking_uri
+        self.remote = tracking_uri.startswith(("http://", "https://"))
+        if self.remote:
+            # MLflow reads these per call; the defaults (120 s, 7 retries with
+            # exponential backoff) would hold a request for minutes when MLflow is down.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(max_retries))
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            install_low_latency_transport()
+        elif artifact_root:
+            self._init_embedded_store(artifact_root)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def _init_embedded_store(self, artifact_root: str) -> None:
+        # MlflowClient would create the store with "./mlruns" as the artifact root;
+        # creating it once here puts the Default experiment under our data directory.
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        Path(artifact_root).mkdir(parents=True, exist_ok=True)
+        with self._translate(errors.NotFound):
+            SqlAlchemyStore(self.tracking_uri, str(Path(artifact_root).resolve()))
+
+    # -- error translation
+    @contextmanager
+    def _translate(
+        self, not_found: type[errors.NotFound], what: str = "resource"
+    ) -> Iterator[None]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                yield
+        except MlflowException as exc:
+            raise self._convert(exc, not_found, what) from exc
+        except requests.exceptions.RequestException as exc:
+            raise errors.UpstreamUnavailable(
+                f"MLflow did not answer: {type(exc).__name__}"
+            ) from exc
+
+    @staticmethod
+    def _convert(
+        exc: MlflowException, not_found: type[errors.NotFound], what: str
+    ) -> errors.RegistryError:
+        code = getattr(exc, "error_code", "") or ""
+        message = _first_line(getattr(exc, "message", None) or str(exc))
+        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"):
+            return not_found(f"{what} not found")
+        if code in _ERROR_BY_CODE:
+            return _ERROR_BY_CODE[code](message)
+        if _is_connection_failure(exc):
+            return errors.UpstreamUnavailable(
+                "MLflow is unreachable; nothing was changed by this request"
+            )
+        return errors.UpstreamError(f"MLflow failed: {message}")
+
+    # -- mapping MLflow objects to ours
+    @staticmethod
+    def _version(mv) -> ModelVersion:
+        return ModelVersion(
+            name=mv.name,
+            version=int(mv.version),
+            stage=mv.current_stage or Stage.NONE.value,
+            status=mv.status or "READY",
+            source=mv.source or "",
+            run_id=mv.run_id or None,
+            description=mv.description or "",
+            tags=dict(mv.tags or {}),
+            aliases=sorted(mv.aliases or []),
+            created_at=_ts(mv.creation_timestamp),
+            updated_at=_ts(mv.last_updated_timestamp),
+            user_id=mv.user_id or None,
+            model_id=getattr(mv, "model_id", None) or None,
+        )
+
+    @staticmethod
+    def _model(rm) -> RegisteredModel:
+        latest = {}
+        for mv in rm.latest_versions or []:
+            stage = mv.current_stage or Stage.NONE.value
+            latest[stage] = max(latest.get(stage, 0), int(mv.version))
+        return RegisteredModel(
+            name=rm.name,
+            description=rm.description or "",
+            tags=dict(rm.tags or {}),
+            aliases={alias: int(v) for alias, v in (rm.aliases or {}).items()},
+            latest_versions=latest,
+            created_at=_ts(rm.creation_timestamp),
+            updated_at=_ts(rm.last_updated_timestamp),
+        )
+
+    @staticmethod
+    def _run(run) -> Run:
+        datasets = []
+        for di in getattr(run.inputs, "dataset_inputs", None) or []:
+            context = next((t.value for t in di.tags if t.key == "mlflow.data.context"), None)
+            datasets.append(
+                Dataset(
+                    name=di.dataset.name,
+                    digest=di.dataset.digest,
+                    source_type=di.dataset.source_type,
+                    source=di.dataset.source,
+                    context=context,
+                )
+            )
+        info = run.info
+        return Run(
+            run_id=info.run_id,
+            experiment_id=str(info.experiment_id),
+            run_name=info.run_name,
+            status=info.status,
+            user_id=info.user_id or None,
+            start_time=_ts(info.start_time),
+            end_time=_ts(info.end_time),
+            artifact_uri=info.artifact_uri or "",
+            params=dict(run.data.params),
+            metrics={k: float(v) for k, v in run.data.metrics.items()},
+            tags=dict(run.data.tags),
+            datasets=datasets,
+            logged_model_ids=[
+                mo.model_id for mo in (getattr(run.outputs, "model_outputs", None) or [])
+            ],
+        )
+
+    # -- registered models
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
+            return self._model(self.client.get_registered_model(name))
+
+    def search_registered_models(self, name_like, max_results, page_token):
+        filter_string = f"name LIKE '{name_like}%'" if name_like else None
+        with self._translate(errors.ModelNotFound, "registered model"):
+            result = self.client.search_registered_models(
+                filter_string=filter_string,
+                max_results=max_results,
+                order_by=["name ASC"],
+                page_token=page_token,
+            )
+        return Page([self._model(rm) for rm in result], result.token or None)
+
+    def create_registered_model(self, name, description, tags):
+        with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
+            rm = self.client.create_registered_model(
+                name, tags=tags or None, description=description
+            )
+        return self._model(rm)
+
+    def update_registered_model(self, name, description=None, set_tags=None, delete_tags=None):
+        with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
+            if description is not None:
+                self.client.update_registered_model(name, description=description)
+            for key, value in (set_tags or {}).items():
+                self.client.set_registered_model_tag(name, key, value)
+            for key in delete_tags or []:
+                self.client.delete_registered_model_tag(name, key)
+            return self._model(self.client.get_registered_model(name))
+
+    def delete_registered_model(self, name):
+        with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
+            self.client.delete_registered_model(name)
+
+    # -- versions
+    def get_model_version(self, name, version):
+        with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
+            return self._version(self.client.get_model_version(name, str(version)))
+
+    def search_model_versions(self, name, max_results, page_token):
+        # ``name`` matched MODEL_NAME_RE before reaching here: no quote can occur in it.
+        with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
+            result = self.client.search_model_versions(
+                filter_string=f"name = '{name}'",
+                max_results=max_results,
+                order_by=["version_number DESC"],
+                page_token=page_token,
+            )
+        return Page([self._version(mv) for mv in result], result.token or None)
+
+    def create_model_version(self, name, source, run_id, description, tags, model_id=None):
+        with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
+            mv = self.client.create_model_version(
+                name,
+                source,
+                run_id=run_id,
+                tags=tags or None,
+                description=description,
+                model_id=model_id,
+            )
+        return self._version(mv)
+
+    def update_model_version(
+        self, name, version, description=None, set_tags=None, delete_tags=None
+    ):
+        v = str(version)
+        with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
+            if description is not None:
+                self.client.update_model_version(name, v, description=description)
+            for key, value in (set_tags or {}).items():
+                self.client.set_model_version_tag(name, v, key, value)
+            for key in delete_tags or []:
+                self.client.delete_model_version_tag(name, v, key)
+            return self._version(self.client.get_model_version(name, v))
+
+    def delete_model_version(self, name, version):
+        with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
+            self.client.delete_model_version(name, str(version))
+
+    def _versions_in_stage(self, name: str, stage: Stage) -> list[int]:
+        held, token = [], None
+        while True:
+            page = self.search_model_versions(name, 1000, token)
+            held.extend(v.version for v in page.items if v.stage == stage.value)
+            if not page.next_page_token:
+                return held
+            token = page.next_page_token
+
+    def transition_stage(self, name, version, stage, archive_existing):
+        archive = archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION)
+        before = self._versions_in_stage(name, stage) if archive else []
+        with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
+            mv = self.client.transition_model_version_stage(
+                name, str(version), stage.value, archive_existing_versions=archive
+            )
+        return TransitionResult(self._version(mv), sorted(v for v in before if v != version))
+
+    def _alias_holder(self, name: str, alias: str) -> int | None:
+        try:
+            return self.get_version_by_alias(name, alias).version
+        except errors.VersionNotFound:
+            return None
+
+    def set_alias(self, name, alias, version):
+        previous = self._alias_holder(name, alias)
+        with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
+            self.client.set_registered_model_alias(name, alias, str(version))
+        return previous
+
+    def delete_alias(self, name, alias):
+        previous = self._alias_holder(name, alias)
+        if previous is None:
+            return None
+        with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
+            self.client.delete_registered_model_alias(name, alias)
+        return previous
+
+    def get_version_by_alias(self, name, alias):
+        with self._translate(errors.VersionNotFound, f"alias {alias!r} of model {name!r}"):
+            return self._version(self.client.get_model_version_by_alias(name, alias))
+
+    # -- tracking
+    def get_run(self, run_id):
+        with self._translate(errors.RunNotFound, f"run {run_id!r}"):
+            return self._run(self.client.get_run(run_id))
+
+    def get_experiment(self, experiment_id):
+        with self._translate(errors.NotFound, f"experiment {experiment_id!r}"):
+            exp = self.client.get_experiment(experiment_id)
+        return Experiment(exp.experiment_id, exp.name, exp.artifact_location)
+
+    def find_logged_model(self, run, name):
+        with self._translate(errors.NotFound, f"logged models of run {run.run_id!r}"):
+            for model_id in run.logged_model_ids:
+                if self.client.get_logged_model(model_id).name == name:
+                    return model_id
+            # Models logged under a run without being recorded as its outputs.
+            for lm in self.client.search_logged_models(
+                experiment_ids=[run.experiment_id],
+                filter_string=f"source_run_id = '{run.run_id}'",
+            ):
+                if lm.name == name:
+                    return lm.model_id
+        return None
+
+    def run_artifact_exists(self, run, path):
+        parent, _, leaf = path.rpartition("/")
+        with self._translate(errors.RunNotFound, f"run {run.run_id!r}"):
+            entries = self.client.list_artifacts(run.run_id, parent or None)
+        return any(entry.path.rstrip("/").rpartition("/")[2] == leaf for entry in entries)
+
+    def ping(self):
+        with self._translate(errors.NotFound, "registry"):
+            self.client.search_registered_models(max_results=1)

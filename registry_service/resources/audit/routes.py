@@ -1,0 +1,50 @@
+"""The audit log of every change."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+
+from registry_service.api import Blueprint
+from registry_service.resources.audit.schemas import (
+    AuditArgsSchema,
+    AuditHeadSchema,
+    AuditPageSchema,
+)
+from registry_service.services.audit import AuditFilter
+from registry_service.services.container import get_services
+
+blp = Blueprint(
+    "audit",
+    __name__,
+    url_prefix="/audit",
+    description="Append-only, hash-chained log of every change",
+)
+
+
+@blp.route("")
+class AuditEvents(MethodView):
+    @blp.requires()
+    @blp.arguments(AuditArgsSchema, location="query")
+    @blp.response(200, AuditPageSchema)
+    def get(self, args):
+        """List audit events, newest first"""
+        filters = AuditFilter(
+            model_name=args["model"],
+            model_version=args["version"],
+            actor=args["actor"],
+            action=args["action"],
+            since=args["since"],
+            until=args["until"],
+        )
+        page = get_services().audit.list(filters, args["max_results"], args["page_token"])
+        return {"events": page.items, "next_page_token": page.next_page_token}
+
+
+@blp.route("/head")
+class AuditHead(MethodView):
+    @blp.requires()
+    @blp.response(200, AuditHeadSchema)
+    def get(self):
+        """Latest sequence number and hash, for export elsewhere"""
+        seq, digest = get_services().audit.head()
+        return {"seq": seq, "hash": digest}

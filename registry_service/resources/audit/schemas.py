@@ -1,0 +1,50 @@
+"""Schemas of the audit resource."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from registry_service.api import Schema
+from registry_service.resources.common import PageArgsSchema
+
+
+class AuditArgsSchema(PageArgsSchema):
+    model = ma.fields.String(load_default=None, metadata={"description": "Model name"})
+    version = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=1))
+    actor = ma.fields.String(load_default=None)
+    action = ma.fields.String(load_default=None, metadata={"description": "e.g. model.created"})
+    since = ma.fields.AwareDateTime(
+        load_default=None, metadata={"description": "Inclusive, ISO 8601 with offset"}
+    )
+    until = ma.fields.AwareDateTime(
+        load_default=None, metadata={"description": "Exclusive, ISO 8601 with offset"}
+    )
+
+    @ma.validates_schema
+    def check_range(self, data, **_):
+        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+            raise ma.ValidationError("must be later than since", "until")
+
+
+class AuditEventSchema(Schema):
+    seq = ma.fields.Integer()
+    occurred_at = ma.fields.AwareDateTime()
+    actor = ma.fields.String()
+    action = ma.fields.String()
+    model_name = ma.fields.String(allow_none=True)
+    model_version = ma.fields.Integer(allow_none=True)
+    request_id = ma.fields.String(allow_none=True)
+    before = ma.fields.Raw(allow_none=True)
+    after = ma.fields.Raw(allow_none=True)
+    prev_hash = ma.fields.String()
+    hash = ma.fields.String()
+
+
+class AuditPageSchema(Schema):
+    events = ma.fields.List(ma.fields.Nested(AuditEventSchema))
+    next_page_token = ma.fields.String(allow_none=True)
+
+
+class AuditHeadSchema(Schema):
+    seq = ma.fields.Integer(metadata={"description": "Sequence number of the latest event"})
+    hash = ma.fields.String(metadata={"description": "Its chain hash"})

@@ -1,0 +1,12 @@
+"""Schemas of the auth resource."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from registry_service.api import Schema
+
+
+class PrincipalSchema(Schema):
+    name = ma.fields.String()
+    roles = ma.fields.List(ma.fields.String())

@@ -1,0 +1,45 @@
+"""Schema pieces shared by several resources."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from registry_service.api import Schema
+from registry_service.domain.names import TAG_VALUE_MAX
+
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+
+
+def tags_field(**kwargs) -> ma.fields.Dict:
+    return ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.String(validate=ma.validate.Length(max=TAG_VALUE_MAX)),
+        **kwargs,
+    )
+
+
+def tag_patch_field(**kwargs) -> ma.fields.Dict:
+    return ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.String(allow_none=True, validate=ma.validate.Length(max=TAG_VALUE_MAX)),
+        metadata={"description": "Merge patch: a string sets the tag, null deletes it"},
+        **kwargs,
+    )
+
+
+def description_field(**kwargs) -> ma.fields.String:
+    return ma.fields.String(validate=ma.validate.Length(max=5000), **kwargs)
+
+
+class PageArgsSchema(Schema):
+    max_results = ma.fields.Integer(
+        load_default=DEFAULT_PAGE_SIZE,
+        validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE),
+        metadata={"description": f"Page size, 1-{MAX_PAGE_SIZE}"},
+    )
+    page_token = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(max=4096),
+        metadata={"description": "next_page_token from the previous page"},
+    )

@@ -1,0 +1,182 @@
+"""Schemas of the models resource."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from webargs.fields import DelimitedList
+
+from registry_service.api import Schema
+from registry_service.domain.entities import Stage, VersionDetail
+from registry_service.domain.names import MODEL_NAME_RULE
+from registry_service.resources.common import (
+    PageArgsSchema,
+    description_field,
+    tag_patch_field,
+    tags_field,
+)
+
+STAGES = [s.value for s in Stage]
+
+
+class ModelSchema(Schema):
+    name = ma.fields.String()
+    description = ma.fields.String()
+    tags = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    aliases = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Integer(),
+        metadata={"description": "Alias to version number"},
+    )
+    latest_versions = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Integer(),
+        metadata={"description": "Stage to its latest version"},
+    )
+    created_at = ma.fields.AwareDateTime()
+    updated_at = ma.fields.AwareDateTime()
+
+
+class ModelCreateSchema(Schema):
+    name = ma.fields.String(required=True, metadata={"description": MODEL_NAME_RULE})
+    description = description_field(load_default=None)
+    tags = tags_field(load_default=dict)
+
+
+class ModelPatchSchema(Schema):
+    description = description_field(load_default=None)
+    tags = tag_patch_field(load_default=dict)
+
+
+class ModelListArgsSchema(PageArgsSchema):
+    name_prefix = ma.fields.String(
+        load_default=None, metadata={"description": "Only models whose name starts so"}
+    )
+
+
+class ModelPageSchema(Schema):
+    models = ma.fields.List(ma.fields.Nested(ModelSchema))
+    next_page_token = ma.fields.String(allow_none=True)
+
+
+class VersionSchema(Schema):
+    name = ma.fields.String()
+    version = ma.fields.Integer()
+    stage = ma.fields.String(metadata={"enum": STAGES})
+    status = ma.fields.String()
+    source = ma.fields.String()
+    run_id = ma.fields.String(allow_none=True)
+    model_id = ma.fields.String(allow_none=True)
+    description = ma.fields.String()
+    tags = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    aliases = ma.fields.List(ma.fields.String())
+    user_id = ma.fields.String(allow_none=True)
+    created_at = ma.fields.AwareDateTime()
+    updated_at = ma.fields.AwareDateTime()
+
+
+class DatasetSchema(Schema):
+    name = ma.fields.String()
+    digest = ma.fields.String(allow_none=True)
+    source_type = ma.fields.String(allow_none=True)
+    source = ma.fields.String(allow_none=True)
+    context = ma.fields.String(allow_none=True)
+
+
+class RunSchema(Schema):
+    run_id = ma.fields.String()
+    experiment_id = ma.fields.String()
+    run_name = ma.fields.String(allow_none=True)
+    status = ma.fields.String()
+    user_id = ma.fields.String(allow_none=True)
+    start_time = ma.fields.AwareDateTime(allow_none=True)
+    end_time = ma.fields.AwareDateTime(allow_none=True)
+    artifact_uri = ma.fields.String()
+    params = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    metrics = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float())
+    tags = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    datasets = ma.fields.List(ma.fields.Nested(DatasetSchema))
+
+
+class LineageSchema(Schema):
+    run_id = ma.fields.String(allow_none=True)
+    experiment_id = ma.fields.String(allow_none=True)
+    experiment_name = ma.fields.String(allow_none=True)
+    git_commit = ma.fields.String(allow_none=True)
+    source_name = ma.fields.String(allow_none=True)
+    data_version = ma.fields.String(allow_none=True)
+    datasets = ma.fields.List(ma.fields.Nested(DatasetSchema))
+    params = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    metrics = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float())
+    registered_by = ma.fields.String(allow_none=True)
+    registered_at = ma.fields.AwareDateTime(allow_none=True)
+    recorded = ma.fields.Boolean(
+        metadata={
+            "description": "True when captured at registration; false when rebuilt from the run "
+            "for a version registered outside this service"
+        }
+    )
+
+
+class VersionDetailSchema(VersionSchema):
+    run = ma.fields.Nested(
+        RunSchema, allow_none=True, metadata={"description": "The source run as it is now"}
+    )
+    lineage = ma.fields.Nested(LineageSchema, allow_none=True)
+
+    @ma.pre_dump
+    def flatten(self, detail: VersionDetail, **_):
+        mv = detail.version
+        fields = {name: getattr(mv, name) for name in VersionSchema._declared_fields}
+        return {**fields, "run": detail.run, "lineage": detail.lineage}
+
+
+class VersionListArgsSchema(PageArgsSchema):
+    stage = ma.fields.String(load_default=None, validate=ma.validate.OneOf(STAGES))
+
+
+class VersionPageSchema(Schema):
+    versions = ma.fields.List(ma.fields.Nested(VersionSchema))
+    next_page_token = ma.fields.String(allow_none=True)
+
+
+class VersionCreateSchema(Schema):
+    run_id = ma.fields.String(required=True, metadata={"description": "MLflow run id"})
+    artifact_path = ma.fields.String(
+        load_default="model",
+        metadata={"description": "Name of the logged model, or artifact folder, in the run"},
+    )
+    description = description_field(load_default=None)
+    tags = tags_field(load_default=dict)
+
+
+class VersionPatchSchema(Schema):
+    description = description_field(load_default=None)
+    tags = tag_patch_field(load_default=dict)
+
+
+class CompareArgsSchema(Schema):
+    versions = DelimitedList(
+        ma.fields.Integer(validate=ma.validate.Range(min=1)),
+        required=True,
+        metadata={"description": "e.g. 3,5"},
+    )
+
+
+class ComparedValueSchema(Schema):
+    key = ma.fields.String()
+    values = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Raw(allow_none=True),
+        metadata={"description": "Version number to value"},
+    )
+    differs = ma.fields.Boolean()
+    delta_from_first = ma.fields.Dict(
+        keys=ma.fields.String(), values=ma.fields.Float(allow_none=True)
+    )
+
+
+class ComparisonSchema(Schema):
+    model_name = ma.fields.String()
+    versions = ma.fields.List(ma.fields.Nested(VersionDetailSchema))
+    metrics = ma.fields.List(ma.fields.Nested(ComparedValueSchema))
+    params = ma.fields.List(ma.fields.Nested(ComparedValueSchema))

@@ -1,0 +1,1 @@
+"""Use cases: each owns its transaction; routes call these and never commit."""

@@ -1,0 +1,177 @@
+"""The audit log: every change, hash-chained, appended in the caller's transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry_service.db.base import utcnow
+from registry_service.db.database import Database
+from registry_service.db.models import AuditChainHeadRow, AuditEventRow
+from registry_service.domain.entities import AuditEvent, Page
+from registry_service.domain.paging import decode_token, encode_token
+from registry_service.errors import BadRequest
+from registry_service.services.context import Context
+
+GENESIS_HASH = "0" * 64
+
+
+def to_json_value(value: Any) -> Any:
+    """Plain JSON that survives a database round trip unchanged (hashes depend on it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="microseconds")
+
+
+def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {**fields, "prev_hash": prev_hash},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def hashed_fields(row: AuditEventRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "occurred_at": _iso(row.occurred_at),
+        "actor": row.actor,
+        "action": row.action,
+        "model_name": row.model_name,
+        "model_version": row.model_version,
+        "request_id": row.request_id,
+        "before": row.before,
+        "after": row.after,
+    }
+
+
+def _entity(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        seq=row.seq,
+        occurred_at=row.occurred_at,
+        actor=row.actor,
+        action=row.action,
+        model_name=row.model_name,
+        model_version=row.model_version,
+        request_id=row.request_id,
+        before=row.before,
+        after=row.after,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    model_name: str | None = None
+    model_version: int | None = None
+    actor: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def append(
+        self,
+        session: Session,
+        ctx: Context,
+        action: str,
+        *,
+        model_name: str | None = None,
+        model_version: int | None = None,
+        before: Any = None,
+        after: Any = None,
+    ) -> AuditEvent:
+        """Add one event inside ``session``'s transaction.
+
+        The chain head row is locked first, so concurrent appends queue up and the
+        chain never forks; the lock is released when the caller commits.
+        """
+        head = session.execute(
+            select(AuditChainHeadRow).where(AuditChainHeadRow.id == 1).with_for_update()
+        ).scalar_one()
+        row = AuditEventRow(
+            seq=head.seq + 1,
+            # Microsecond precision is what both SQLite and PostgreSQL keep.
+            occurred_at=utcnow(),
+            actor=ctx.actor,
+            action=action,
+            model_name=model_name,
+            model_version=model_version,
+            request_id=ctx.request_id,
+            before=to_json_value(before),
+            after=to_json_value(after),
+            prev_hash=head.hash,
+            hash="",
+        )
+        row.hash = event_hash(head.hash, hashed_fields(row))
+        head.seq, head.hash = row.seq, row.hash
+        session.add(row)
+        session.flush()
+        return _entity(row)
+
+    def record(self, ctx: Context, action: str, **fields: Any) -> AuditEvent:
+        with self.db.transaction() as session:
+            return self.append(session, ctx, action, **fields)
+
+    def list(
+        self, filters: AuditFilter, max_results: int, page_token: str | None
+    ) -> Page[AuditEvent]:
+        """Newest first; the token is the last sequence number returned."""
+        state = decode_token(page_token)
+        before_seq = state.get("before")
+        if before_seq is not None and not isinstance(before_seq, int):
+            raise BadRequest("page_token is not a token this service issued")
+        stmt = select(AuditEventRow)
+        if filters.model_name is not None:
+            stmt = stmt.where(AuditEventRow.model_name == filters.model_name)
+        if filters.model_version is not None:
+            stmt = stmt.where(AuditEventRow.model_version == filters.model_version)
+        if filters.actor is not None:
+            stmt = stmt.where(AuditEventRow.actor == filters.actor)
+        if filters.action is not None:
+            stmt = stmt.where(AuditEventRow.action == filters.action)
+        if filters.since is not None:
+            stmt = stmt.where(AuditEventRow.occurred_at >= filters.since)
+        if filters.until is not None:
+            stmt = stmt.where(AuditEventRow.occurred_at < filters.until)
+        if before_seq is not None:
+            stmt = stmt.where(AuditEventRow.seq < before_seq)
+        stmt = stmt.order_by(AuditEventRow.seq.desc()).limit(max_results + 1)
+        with self.db.read() as session:
+            rows = list(session.execute(stmt).scalars())
+        more = len(rows) > max_results
+        rows = rows[:max_results]
+        token = encode_token({"before": rows[-1].seq}) if more and rows else None
+        return Page([_entity(r) for r in rows], token)
+
+    def head(self) -> tuple[int, str]:
+        with self.db.read() as session:
+            head = session.get(AuditChainHeadRow, 1)
+            return head.seq, head.hash

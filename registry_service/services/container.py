@@ -1,0 +1,56 @@
+"""Builds the services for one application and finds them again per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from registry_service.config import Settings
+from registry_service.db.database import Database
+from registry_service.gateway.base import RegistryGateway
+from registry_service.services.audit import AuditLog
+from registry_service.services.models import ModelService
+from registry_service.services.tokens import TokenService
+
+EXTENSION_KEY = "registry_service"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    gateway: RegistryGateway
+    audit: AuditLog
+    tokens: TokenService
+    models: ModelService
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_services(settings: Settings, gateway: RegistryGateway | None = None) -> Services:
+    db = Database(settings.database_url)
+    if gateway is None:
+        from registry_service.gateway.mlflow_gateway import MlflowGateway
+
+        gateway = MlflowGateway(
+            settings.mlflow_tracking_uri,
+            settings.mlflow_registry_uri,
+            artifact_root=settings.artifact_root,
+            timeout=settings.mlflow_timeout,
+            max_retries=settings.mlflow_max_retries,
+        )
+    audit = AuditLog(db)
+    return Services(
+        settings=settings,
+        db=db,
+        gateway=gateway,
+        audit=audit,
+        tokens=TokenService(db, audit),
+        models=ModelService(gateway, db, audit),
+    )
+
+
+def get_services() -> Services:
+    return current_app.extensions[EXTENSION_KEY]

@@ -1,0 +1,11 @@
+"""Who is acting, carried from the request into the service layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Context:
+    actor: str
+    request_id: str | None = None

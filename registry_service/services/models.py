@@ -1,0 +1,577 @@
+"""Registry rules over the gateway: registration with lineage, audited changes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from registry_service.db.database import Database
+from registry_service.db.models import VersionLineageRow
+from registry_service.domain.entities import (
+    Lineage,
+    ModelVersion,
+    Page,
+    RegisteredModel,
+    Run,
+    Stage,
+    TransitionResult,
+    VersionDetail,
+)
+from registry_service.domain.names import (
+    ARTIFACT_PATH_RE,
+    RESERVED_TAG_PREFIXES,
+    RUN_ID_RE,
+    TAG_KEY_RE,
+    TAG_VALUE_MAX,
+    check_alias,
+    check_model_name,
+)
+from registry_service.domain.paging import filtered_page
+from registry_service.errors import (
+    ConsistencyError,
+    IllegalTransition,
+    RegistryError,
+    RunNotFound,
+    ValidationError,
+)
+from registry_service.gateway.base import RegistryGateway
+from registry_service.services.audit import AuditLog
+from registry_service.services.context import Context
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+SOURCE_NAME_TAG = "mlflow.source.name"
+DATA_VERSION_TAGS = ("data_version", "data.version", "dataset_version", "dataset.version")
+REGISTERED_BY_TAG = "registry.registered_by"
+REGISTRABLE_RUN_STATUSES = ("FINISHED", "RUNNING")
+
+
+@dataclass(frozen=True)
+class TagPatch:
+    """JSON merge-patch of tags: a value sets the key, ``None`` deletes it."""
+
+    set: dict[str, str]
+    delete: list[str]
+
+    @classmethod
+    def parse(cls, patch: dict[str, str | None] | None, field: str = "tags") -> TagPatch:
+        patch = patch or {}
+        check_tags({k: v for k, v in patch.items() if v is not None}, field)
+        for key in patch:
+            _check_tag_key(key, field)
+        return cls(
+            {k: v for k, v in patch.items() if v is not None},
+            sorted(k for k, v in patch.items() if v is None),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.delete)
+
+
+def _check_tag_key(key: str, field: str) -> None:
+    if not TAG_KEY_RE.match(key):
+        raise ValidationError(
+            f"invalid tag key {key!r}",
+            errors=[
+                {
+                    "field": f"{field}.{key}",
+                    "location": "json",
+                    "message": "1-250 of letters, digits, _ . - / :, not starting with . - / :",
+                }
+            ],
+        )
+    if key.startswith(RESERVED_TAG_PREFIXES):
+        raise ValidationError(
+            f"tag key {key!r} is reserved",
+            errors=[
+                {
+                    "field": f"{field}.{key}",
+                    "location": "json",
+                    "message": "keys starting with "
+                    + " or ".join(RESERVED_TAG_PREFIXES)
+                    + " are reserved",
+                }
+            ],
+        )
+
+
+def check_tags(tags: dict[str, str] | None, field: str = "tags") -> dict[str, str]:
+    for key, value in (tags or {}).items():
+        _check_tag_key(key, field)
+        if len(value) > TAG_VALUE_MAX:
+            raise ValidationError(
+                f"tag {key!r} is too long",
+                errors=[
+                    {
+                        "field": f"{field}.{key}",
+                        "location": "json",
+                        "message": f"at most {TAG_VALUE_MAX} characters",
+                    }
+                ],
+            )
+    return dict(tags or {})
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    model_name: str
+    versions: list[VersionDetail]
+    metrics: list[dict[str, Any]]
+    params: list[dict[str, Any]]
+
+
+def _lineage_from_run(run: Run, experiment_name: str | None) -> Lineage:
+    data_version = next((run.tags[t] for t in DATA_VERSION_TAGS if run.tags.get(t)), None)
+    return Lineage(
+        run_id=run.run_id,
+        experiment_id=run.experiment_id,
+        experiment_name=experiment_name,
+        git_commit=run.tags.get(GIT_COMMIT_TAG),
+        source_name=run.tags.get(SOURCE_NAME_TAG),
+        data_version=data_version,
+        datasets=[
+            {
+                "name": d.name,
+                "digest": d.digest,
+                "source_type": d.source_type,
+                "source": d.source,
+                "context": d.context,
+            }
+            for d in run.datasets
+        ],
+        params=dict(run.params),
+        metrics=dict(run.metrics),
+        recorded=False,
+    )
+
+
+def _lineage_from_row(row: VersionLineageRow) -> Lineage:
+    return Lineage(
+        run_id=row.run_id,
+        experiment_id=row.experiment_id,
+        experiment_name=row.experiment_name,
+        git_commit=row.git_commit,
+        source_name=row.source_name,
+        data_version=row.data_version,
+        datasets=list(row.datasets or []),
+        params=dict(row.params or {}),
+        metrics=dict(row.metrics or {}),
+        registered_by=row.registered_by,
+        registered_at=row.registered_at,
+        recorded=True,
+    )
+
+
+class ModelService:
+    def __init__(self, gateway: RegistryGateway, db: Database, audit: AuditLog) -> None:
+        self.gateway = gateway
+        self.db = db
+        self.audit = audit
+
+    # -- the one way a change reaches MLflow: applied, then recorded, else undone
+    def _recorded(
+        self,
+        ctx: Context,
+        action: str,
+        change: Callable[[], T],
+        undo: Callable[[T], None],
+        record: Callable[[Any, T], None],
+    ) -> T:
+        result = change()
+        try:
+            with self.db.transaction() as session:
+                record(session, result)
+        except Exception as exc:
+            try:
+                undo(result)
+            except RegistryError:
+                log.critical(
+                    "%s applied in MLflow but neither recorded nor undone (request %s)",
+                    action,
+                    ctx.request_id,
+                    exc_info=True,
+                )
+                raise ConsistencyError(
+                    f"{action} was applied in MLflow but could not be recorded or undone; "
+                    "an operator must reconcile it",
+                    reverted=False,
+                ) from exc
+            raise ConsistencyError(
+                f"{action} could not be recorded in the audit log, so it was undone in MLflow; "
+                "nothing changed",
+                reverted=True,
+            ) from exc
+        return result
+
+    # -- registered models
+    def list_models(
+        self, prefix: str | None, max_results: int, page_token: str | None
+    ) -> Page[RegisteredModel]:
+        if prefix:
+            check_model_name(prefix, "name_prefix")
+        # MLflow's LIKE reads '_' as a wildcard, so re-check the prefix literally.
+        predicate = (lambda m: m.name.startswith(prefix)) if prefix and "_" in prefix else None
+        return filtered_page(
+            lambda token, n: self.gateway.search_registered_models(prefix, n, token),
+            predicate,
+            max_results,
+            page_token,
+        )
+
+    def get_model(self, name: str) -> RegisteredModel:
+        return self.gateway.get_registered_model(check_model_name(name))
+
+    def create_model(
+        self, ctx: Context, name: str, description: str | None, tags: dict[str, str] | None
+    ) -> RegisteredModel:
+        check_model_name(name)
+        tags = check_tags(tags)
+        return self._recorded(
+            ctx,
+            "model.created",
+            change=lambda: self.gateway.create_registered_model(name, description, tags),
+            undo=lambda _: self.gateway.delete_registered_model(name),
+            record=lambda s, model: self.audit.append(
+                s, ctx, "model.created", model_name=name, after=model.snapshot()
+            ),
+        )
+
+    def update_model(
+        self, ctx: Context, name: str, description: str | None, tags: TagPatch
+    ) -> RegisteredModel:
+        before = self.get_model(name)
+        if description is None and not tags:
+            return before
+        return self._recorded(
+            ctx,
+            "model.updated",
+            change=lambda: self.gateway.update_registered_model(
+                name, description, tags.set, tags.delete
+            ),
+            undo=lambda _: self.gateway.update_registered_model(
+                name,
+                before.description,
+                {k: before.tags[k] for k in [*tags.set, *tags.delete] if k in before.tags},
+                [k for k in tags.set if k not in before.tags],
+            ),
+            record=lambda s, model: self.audit.append(
+                s,
+                ctx,
+                "model.updated",
+                model_name=name,
+                before=before.snapshot(),
+                after=model.snapshot(),
+            ),
+        )
+
+    # -- versions
+    def list_versions(
+        self, name: str, stage: Stage | None, max_results: int, page_token: str | None
+    ) -> Page[ModelVersion]:
+        check_model_name(name)
+        # An empty page from MLflow cannot tell "no versions" from "no model".
+        self.gateway.get_registered_model(name)
+        predicate = (lambda v: v.stage == stage.value) if stage else None
+        return filtered_page(
+            lambda token, n: self.gateway.search_model_versions(name, n, token),
+            predicate,
+            max_results,
+            page_token,
+        )
+
+    def _lineage_row(self, name: str, version: int) -> VersionLineageRow | None:
+        with self.db.read() as session:
+            return session.execute(
+                select(VersionLineageRow).where(
+                    VersionLineageRow.model_name == name, VersionLineageRow.version == version
+                )
+            ).scalar_one_or_none()
+
+    def _run_or_none(self, run_id: str | None) -> Run | None:
+        if not run_id:
+            return None
+        try:
+            return self.gateway.get_run(run_id)
+        except RunNotFound:
+            return None
+
+    def get_version(self, name: str, version: int) -> VersionDetail:
+        check_model_name(name)
+        mv = self.gateway.get_model_version(name, version)
+        row = self._lineage_row(name, version)
+        run = self._run_or_none(mv.run_id)
+        if row is not None:
+            lineage = _lineage_from_row(row)
+        elif run is not None:
+            lineage = _lineage_from_run(run, None)
+        else:
+            lineage = None
+        return VersionDetail(mv, run, lineage)
+
+    def _resolve_source(self, run: Run, artifact_path: str) -> tuple[str, str | None]:
+        model_id = self.gateway.find_logged_model(run, artifact_path)
+        if model_id:
+            return f"models:/{model_id}", model_id
+        if self.gateway.run_artifact_exists(run, artifact_path):
+            return f"{run.artifact_uri.rstrip('/')}/{artifact_path}", None
+        raise ValidationError(
+            f"run {run.run_id} has no logged model or artifact at {artifact_path!r}",
+            errors=[
+                {
+                    "field": "artifact_path",
+                    "location": "json",
+                    "message": "nothing was logged at this path by the run",
+                }
+            ],
+        )
+
+    def register_version(
+        self,
+        ctx: Context,
+        name: str,
+        run_id: str,
+        artifact_path: str,
+        description: str | None,
+        tags: dict[str, str] | None,
+    ) -> VersionDetail:
+        check_model_name(name)
+        tags = check_tags(tags)
+        if not RUN_ID_RE.match(run_id):
+            raise ValidationError(
+                "invalid run_id",
+                errors=[
+                    {
+                        "field": "run_id",
+                        "location": "json",
+                        "message": "32 lowercase hex characters",
+                    }
+                ],
+            )
+        if not ARTIFACT_PATH_RE.match(artifact_path):
+            raise ValidationError(
+                "invalid artifact_path",
+                errors=[
+                    {
+                        "field": "artifact_path",
+                        "location": "json",
+                        "message": "a relative path of letters, digits, '_', '.', '-' and '/'",
+                    }
+                ],
+            )
+        self.gateway.get_registered_model(name)
+        run = self.gateway.get_run(run_id)
+        if run.status not in REGISTRABLE_RUN_STATUSES:
+            raise IllegalTransition(
+                f"run {run_id} ended {run.status}; only finished or running runs can be registered",
+                run_status=run.status,
+            )
+        source, model_id = self._resolve_source(run, artifact_path)
+        experiment = self.gateway.get_experiment(run.experiment_id)
+        lineage = _lineage_from_run(run, experiment.name)
+        mlflow_tags = {**tags, REGISTERED_BY_TAG: ctx.actor}
+
+        def record(session, mv: ModelVersion) -> None:
+            session.add(
+                VersionLineageRow(
+                    model_name=name,
+                    version=mv.version,
+                    run_id=run.run_id,
+                    experiment_id=lineage.experiment_id,
+                    experiment_name=lineage.experiment_name,
+                    git_commit=lineage.git_commit,
+                    source_name=lineage.source_name,
+                    data_version=lineage.data_version,
+                    datasets=lineage.datasets,
+                    params=lineage.params,
+                    metrics=lineage.metrics,
+                    registered_by=ctx.actor,
+                )
+            )
+            try:
+                session.flush()
+            except IntegrityError as exc:  # a stale row from a deleted, renumbered version
+                raise ConsistencyError("lineage already recorded for this version") from exc
+            self.audit.append(
+                session,
+                ctx,
+                "version.registered",
+                model_name=name,
+                model_version=mv.version,
+                after={**mv.snapshot(), "lineage": lineage.as_dict()},
+            )
+
+        mv = self._recorded(
+            ctx,
+            "version.registered",
+            change=lambda: self.gateway.create_model_version(
+                name, source, run.run_id, description, mlflow_tags, model_id
+            ),
+            undo=lambda mv: self.gateway.delete_model_version(name, mv.version),
+            record=record,
+        )
+        row = self._lineage_row(name, mv.version)
+        return VersionDetail(mv, run, _lineage_from_row(row) if row else lineage)
+
+    def update_version(
+        self, ctx: Context, name: str, version: int, description: str | None, tags: TagPatch
+    ) -> ModelVersion:
+        check_model_name(name)
+        before = self.gateway.get_model_version(name, version)
+        if description is None and not tags:
+            return before
+        return self._recorded(
+            ctx,
+            "version.updated",
+            change=lambda: self.gateway.update_model_version(
+                name, version, description, tags.set, tags.delete
+            ),
+            undo=lambda _: self.gateway.update_model_version(
+                name,
+                version,
+                before.description,
+                {k: before.tags[k] for k in [*tags.set, *tags.delete] if k in before.tags},
+                [k for k in tags.set if k not in before.tags],
+            ),
+            record=lambda s, mv: self.audit.append(
+                s,
+                ctx,
+                "version.updated",
+                model_name=name,
+                model_version=version,
+                before=before.snapshot(),
+                after=mv.snapshot(),
+            ),
+        )
+
+    def compare(self, name: str, versions: list[int]) -> VersionComparison:
+        check_model_name(name)
+        if len(set(versions)) != len(versions) or not 2 <= len(versions) <= 10:
+            raise ValidationError(
+                "compare takes 2 to 10 distinct versions",
+                errors=[
+                    {
+                        "field": "versions",
+                        "location": "query",
+                        "message": "2 to 10 distinct version numbers, comma-separated",
+                    }
+                ],
+            )
+        details = [self.get_version(name, v) for v in versions]
+
+        def side_by_side(pick: Callable[[VersionDetail], dict[str, Any]], numeric: bool):
+            rows = []
+            keys = sorted({k for d in details for k in pick(d)})
+            base = details[0]
+            for key in keys:
+                values = {str(d.version.version): pick(d).get(key) for d in details}
+                row: dict[str, Any] = {
+                    "key": key,
+                    "values": values,
+                    "differs": len({repr(v) for v in values.values()}) > 1,
+                }
+                if numeric and pick(base).get(key) is not None:
+                    ref = pick(base)[key]
+                    row["delta_from_first"] = {
+                        v: (val - ref if val is not None else None) for v, val in values.items()
+                    }
+                rows.append(row)
+            return rows
+
+        return VersionComparison(
+            model_name=name,
+            versions=details,
+            metrics=side_by_side(
+                lambda d: d.run.metrics if d.run else (d.lineage.metrics if d.lineage else {}),
+                numeric=True,
+            ),
+            params=side_by_side(
+                lambda d: d.run.params if d.run else (d.lineage.params if d.lineage else {}),
+                numeric=False,
+            ),
+        )
+
+    # -- stage and alias moves: only reached through governed promotions
+    def transition_stage(
+        self, ctx: Context, name: str, version: int, stage: Stage, archive_existing: bool = True
+    ) -> TransitionResult:
+        check_model_name(name)
+        before = self.gateway.get_model_version(name, version)
+        if before.stage == stage.value:
+            raise IllegalTransition(f"version {version} of {name!r} is already in {stage.value}")
+        return self._recorded(
+            ctx,
+            "version.stage_changed",
+            change=lambda: self.gateway.transition_stage(name, version, stage, archive_existing),
+            undo=lambda result: self._undo_transition(name, version, before.stage, result),
+            record=lambda s, result: self.audit.append(
+                s,
+                ctx,
+                "version.stage_changed",
+                model_name=name,
+                model_version=version,
+                before={"stage": before.stage},
+                after={"stage": result.version.stage, "archived_versions": result.archived},
+            ),
+        )
+
+    def _undo_transition(
+        self, name: str, version: int, previous_stage: str, result: TransitionResult
+    ) -> None:
+        self.gateway.transition_stage(name, version, Stage.parse(previous_stage), False)
+        for archived in result.archived:
+            self.gateway.transition_stage(name, archived, Stage.parse(result.version.stage), False)
+
+    def set_alias(self, ctx: Context, name: str, alias: str, version: int) -> int | None:
+        check_model_name(name)
+        check_alias(alias)
+        self.gateway.get_model_version(name, version)
+
+        def undo(previous: int | None) -> None:
+            if previous is None:
+                self.gateway.delete_alias(name, alias)
+            else:
+                self.gateway.set_alias(name, alias, previous)
+
+        return self._recorded(
+            ctx,
+            "alias.set",
+            change=lambda: self.gateway.set_alias(name, alias, version),
+            undo=undo,
+            record=lambda s, previous: self.audit.append(
+                s,
+                ctx,
+                "alias.set",
+                model_name=name,
+                model_version=version,
+                before={"alias": alias, "version": previous},
+                after={"alias": alias, "version": version},
+            ),
+        )
+
+    def delete_alias(self, ctx: Context, name: str, alias: str) -> int | None:
+        check_model_name(name)
+        check_alias(alias)
+        return self._recorded(
+            ctx,
+            "alias.deleted",
+            change=lambda: self.gateway.delete_alias(name, alias),
+            undo=lambda previous: (
+                previous is not None and self.gateway.set_alias(name, alias, previous)
+            ),
+            record=lambda s, previous: self.audit.append(
+                s,
+                ctx,
+                "alias.deleted",
+                model_name=name,
+                model_version=previous,
+                before={"alias": alias, "version": previous},
+                after=None,
+            ),
+        )

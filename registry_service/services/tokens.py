@@ -1,0 +1,170 @@
+"""API tokens: issued once, stored only as a hash, revocable, audited."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry_service.db.base import utcnow
+from registry_service.db.database import Database
+from registry_service.db.models import ApiTokenRow, PrincipalRow
+from registry_service.domain.entities import Principal, Role, TokenInfo
+from registry_service.domain.names import PRINCIPAL_RE
+from registry_service.errors import AuthenticationError, TokenNotFound, ValidationError
+from registry_service.services.audit import AuditLog
+from registry_service.services.context import Context
+
+TOKEN_PREFIX = "rs_"
+ROLE_NAMES = tuple(r.value for r in Role)
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _info(row: ApiTokenRow) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        principal=row.principal.name,
+        roles=list(row.principal.roles),
+        prefix=row.prefix,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class TokenService:
+    def __init__(self, db: Database, audit: AuditLog) -> None:
+        self.db = db
+        self.audit = audit
+
+    def _principal(
+        self, session: Session, ctx: Context, name: str, roles: list[str]
+    ) -> PrincipalRow:
+        row = session.execute(
+            select(PrincipalRow).where(PrincipalRow.name == name)
+        ).scalar_one_or_none()
+        if row is None:
+            row = PrincipalRow(name=name, roles=roles)
+            session.add(row)
+            session.flush()
+            self.audit.append(
+                session, ctx, "principal.created", after={"name": name, "roles": roles}
+            )
+        elif sorted(row.roles) != roles:
+            before = sorted(row.roles)
+            row.roles = roles
+            self.audit.append(
+                session,
+                ctx,
+                "principal.roles_changed",
+                before={"name": name, "roles": before},
+                after={"name": name, "roles": roles},
+            )
+        return row
+
+    def create(
+        self, ctx: Context, name: str, roles: list[str], expires_in: timedelta | None = None
+    ) -> tuple[str, TokenInfo]:
+        """Issue a token for principal ``name`` (created if new, roles set to ``roles``)."""
+        if not PRINCIPAL_RE.match(name):
+            raise ValidationError(
+                f"invalid principal name {name!r}",
+                errors=[
+                    {
+                        "field": "name",
+                        "location": "args",
+                        "message": "lowercase letters, digits and . _ @ -, up to 128",
+                    }
+                ],
+            )
+        unknown = sorted(set(roles) - set(ROLE_NAMES))
+        if not roles or unknown:
+            raise ValidationError(
+                f"roles must be a non-empty subset of {list(ROLE_NAMES)}; unknown: {unknown}"
+            )
+        roles = sorted(set(roles))
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.db.transaction() as session:
+            principal = self._principal(session, ctx, name, roles)
+            row = ApiTokenRow(
+                principal=principal,
+                token_hash=hash_token(secret),
+                prefix=secret[: len(TOKEN_PREFIX) + 6],
+                created_by=ctx.actor,
+                expires_at=utcnow() + expires_in if expires_in else None,
+            )
+            session.add(row)
+            session.flush()
+            info = _info(row)
+            self.audit.append(
+                session,
+                ctx,
+                "token.created",
+                after={
+                    "token_id": info.id,
+                    "principal": name,
+                    "roles": roles,
+                    "prefix": info.prefix,
+                    "expires_at": info.expires_at,
+                },
+            )
+        return secret, info
+
+    def list(self, include_revoked: bool = False) -> list[TokenInfo]:
+        stmt = select(ApiTokenRow).order_by(ApiTokenRow.id)
+        if not include_revoked:
+            stmt = stmt.where(ApiTokenRow.revoked_at.is_(None))
+        with self.db.read() as session:
+            return [_info(r) for r in session.execute(stmt).scalars()]
+
+    def revoke(self, ctx: Context, token_id: int) -> TokenInfo:
+        with self.db.transaction() as session:
+            row = session.get(ApiTokenRow, token_id, with_for_update=True)
+            if row is None:
+                raise TokenNotFound(f"no token with id {token_id}")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                self.audit.append(
+                    session,
+                    ctx,
+                    "token.revoked",
+                    after={
+                        "token_id": row.id,
+                        "principal": row.principal.name,
+                        "prefix": row.prefix,
+                    },
+                )
+            return _info(row)
+
+    def authenticate(self, secret: str, now: datetime | None = None) -> Principal:
+        with self.db.read() as session:
+            row = session.execute(
+                select(ApiTokenRow).where(ApiTokenRow.token_hash == hash_token(secret))
+            ).scalar_one_or_none()
+            if row is None:
+                raise AuthenticationError("the bearer token is not valid")
+            if row.revoked_at is not None:
+                raise AuthenticationError("the bearer token has been revoked")
+            if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+                raise AuthenticationError("the bearer token has expired")
+            principal = row.principal
+            return Principal(principal.id, principal.name, frozenset(principal.roles))
+
+    def bootstrap_admin(self, ctx: Context, name: str = "admin") -> str | None:
+        """Issue a first admin token when no admin can log in; None when one can."""
+        with self.db.read() as session:
+            for row in session.execute(
+                select(ApiTokenRow).where(ApiTokenRow.revoked_at.is_(None))
+            ).scalars():
+                usable = row.expires_at is None or row.expires_at > utcnow()
+                if usable and Role.ADMIN.value in row.principal.roles:
+                    return None
+        secret, _ = self.create(ctx, name, [Role.ADMIN.value])
+        return secret

@@ -1,0 +1,24 @@
+"""Probes and the spec: open without a token."""
+
+
+def test_health_is_open(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_ready_reports_each_dependency(client):
+    response = client.get("/ready")
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "ok"
+    assert body["dependencies"]["database"]["status"] == "ok"
+    assert body["dependencies"]["mlflow"]["status"] == "ok"
+
+
+def test_request_id_is_echoed_or_generated(client):
+    echoed = client.get("/health", headers={"X-Request-ID": "ci-job-42"})
+    assert echoed.headers["X-Request-ID"] == "ci-job-42"
+    generated = client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
+    assert generated.headers["X-Request-ID"] != "bad id with spaces"
+    assert len(generated.headers["X-Request-ID"]) == 32

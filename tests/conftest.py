@@ -1,0 +1,145 @@
+"""Fixtures shared by the suite: real PostgreSQL, a real `mlflow server`, the app."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from registry_service.app import create_app
+from registry_service.db.database import Database
+from registry_service.db.migrate import upgrade
+from registry_service.services.audit import AuditLog
+from registry_service.services.container import get_services
+from registry_service.services.context import Context
+from registry_service.services.tokens import TokenService
+from tests.rig import MlflowServer, Postgres, create_database
+
+ROLES = ("viewer", "requester", "approver", "admin")
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    url = os.environ.get("REGISTRY_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    server = Postgres.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(pg_server_url):
+    uri = os.environ.get("REGISTRY_TEST_MLFLOW_URI")
+    if uri:
+        yield uri
+        return
+    server = MlflowServer.start(create_database(pg_server_url, "mlflow"))
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_db_url(pg_server_url):
+    url = create_database(pg_server_url, "registry")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def app(registry_db_url, mlflow_uri):
+    app = create_app({"database_url": registry_db_url, "mlflow_tracking_uri": mlflow_uri,
+                      "mlflow_registry_uri": mlflow_uri, "testing": True})
+    yield app
+    get_services_of(app).close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def get_services_of(app):
+    with app.app_context():
+        return get_services()
+
+
+@pytest.fixture
+def db(app) -> Database:
+    return get_services_of(app).db
+
+
+@pytest.fixture(scope="session")
+def identities(registry_db_url) -> dict[str, dict[str, str]]:
+    """A token per role, plus a second approver and a revoked admin, unique to this run."""
+    database = Database(registry_db_url)
+    service = TokenService(database, AuditLog(database))
+    ctx = Context(actor="test-setup")
+    suffix = uuid.uuid4().hex[:6]
+    wanted = {role: [role] for role in ROLES} | {"approver2": ["approver"], "revoked": ["admin"]}
+    issued = {}
+    for key, roles in wanted.items():
+        secret, info = service.create(ctx, f"{key}-{suffix}", roles)
+        issued[key] = {"token": secret, "name": info.principal, "id": info.id}
+    service.revoke(ctx, issued["revoked"]["id"])
+    database.dispose()
+    return issued
+
+
+@pytest.fixture
+def auth(identities):
+    def headers(role: str = "viewer") -> dict[str, str]:
+        return {"Authorization": f"Bearer {identities[role]['token']}"}
+
+    return headers
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(mlflow_uri) -> MlflowClient:
+    return MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+
+
+@pytest.fixture
+def model_name(request) -> str:
+    base = request.node.name.split("[")[0].replace("test_", "")[:40]
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+def write_model_dir(root: Path) -> Path:
+    """A minimal MLmodel folder, as MLflow 2-style flavors log it under a run."""
+    model_dir = root / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "MLmodel").write_text("artifact_path: model\nflavors: {}\n")
+    return model_dir
+
+
+@pytest.fixture
+def make_run(mlflow_client):
+    """Create a finished run with params, metrics, tags and a model folder."""
+
+    def make(params=None, metrics=None, tags=None, log_model=True, status="FINISHED",
+             experiment="registry-tests"):
+        exp = mlflow_client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else mlflow_client.create_experiment(experiment)
+        run = mlflow_client.create_run(exp_id, tags=tags or {})
+        run_id = run.info.run_id
+        for key, value in (params or {}).items():
+            mlflow_client.log_param(run_id, key, value)
+        for key, value in (metrics or {}).items():
+            mlflow_client.log_metric(run_id, key, value)
+        if log_model:
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow_client.log_artifacts(run_id, str(write_model_dir(Path(tmp))), "model")
+        mlflow_client.set_terminated(run_id, status)
+        return run_id
+
+    return make

@@ -1,0 +1,141 @@
+"""Starts the real servers the suite runs against: PostgreSQL and `mlflow server`.
+
+Each can be replaced by an already-running one through an environment variable
+(REGISTRY_TEST_POSTGRES_URL, REGISTRY_TEST_MLFLOW_URI).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bindir() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not candidates:
+        raise RuntimeError("PostgreSQL server binaries not found (install postgresql)")
+    return Path(candidates[-1]).parent
+
+
+@dataclass
+class Postgres:
+    """A throwaway cluster, run as an unprivileged user: postgres refuses root."""
+
+    root: Path
+    port: int
+    user: str | None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(_pg_bindir() / args[0]), *args[1:]]
+        if self.user:
+            cmd = ["runuser", "-u", self.user, "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    @classmethod
+    def start(cls) -> Postgres:
+        user = "postgres" if os.geteuid() == 0 else None
+        root = Path(tempfile.mkdtemp(prefix="registry-pg-"))
+        root.chmod(0o755)
+        if user:
+            pw = pwd.getpwnam(user)
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+        pg = cls(root, free_port(), user)
+        data = root / "data"
+        pg._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                "--no-sync")
+        opts = (f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        pg._run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start")
+        return pg
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def create_database(server_url: str, prefix: str) -> str:
+    """A fresh database on the server of ``server_url``; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return str(sa.make_url(server_url).set(database=name).render_as_string(hide_password=False))
+
+
+@dataclass
+class MlflowServer:
+    process: subprocess.Popen | None
+    uri: str
+    root: Path | None
+
+    @classmethod
+    def start(cls, backend_uri: str, timeout: float = 120.0) -> MlflowServer:
+        root = Path(tempfile.mkdtemp(prefix="registry-mlflow-"))
+        port = free_port()
+        mlflow_bin = Path(sys.executable).parent / "mlflow"
+        log = open(root / "server.log", "wb")  # noqa: SIM115  (closed with the process)
+        process = subprocess.Popen(
+            [str(mlflow_bin), "server", "--backend-store-uri", backend_uri,
+             "--artifacts-destination", str(root / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+        )
+        server = cls(process, f"http://127.0.0.1:{port}", root)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()}")
+            try:
+                if requests.get(server.uri + "/health", timeout=1).status_code == 200:
+                    return server
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        server.stop()
+        raise RuntimeError("mlflow server did not become healthy in time")
+
+    def stop(self) -> None:
+        """Stop the whole process group: the server spawns workers of its own."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+        finally:
+            if self.root:
+                shutil.rmtree(self.root, ignore_errors=True)
