@@ -57,8 +57,14 @@ def registry_db_url(pg_server_url):
 
 @pytest.fixture
 def app(registry_db_url, mlflow_uri):
-    app = create_app({"database_url": registry_db_url, "mlflow_tracking_uri": mlflow_uri,
-                      "mlflow_registry_uri": mlflow_uri, "testing": True})
+    app = create_app(
+        {
+            "database_url": registry_db_url,
+            "mlflow_tracking_uri": mlflow_uri,
+            "mlflow_registry_uri": mlflow_uri,
+            "testing": True,
+        }
+    )
     yield app
     get_services_of(app).close()
 
@@ -126,8 +132,14 @@ def write_model_dir(root: Path) -> Path:
 def make_run(mlflow_client):
     """Create a finished run with params, metrics, tags and a model folder."""
 
-    def make(params=None, metrics=None, tags=None, log_model=True, status="FINISHED",
-             experiment="registry-tests"):
+    def make(
+        params=None,
+        metrics=None,
+        tags=None,
+        log_model=True,
+        status="FINISHED",
+        experiment="registry-tests",
+    ):
         exp = mlflow_client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp else mlflow_client.create_experiment(experiment)
         run = mlflow_client.create_run(exp_id, tags=tags or {})

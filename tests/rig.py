@@ -68,10 +68,13 @@ class Postgres:
             os.chown(root, pw.pw_uid, pw.pw_gid)
         pg = cls(root, free_port(), user)
         data = root / "data"
-        pg._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                "--no-sync")
-        opts = (f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        pg._run(
+            "initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
+        )
+        opts = (
+            f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         pg._run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start")
         return pg
 
@@ -105,10 +108,24 @@ class MlflowServer:
         mlflow_bin = Path(sys.executable).parent / "mlflow"
         log = open(root / "server.log", "wb")  # noqa: SIM115  (closed with the process)
         process = subprocess.Popen(
-            [str(mlflow_bin), "server", "--backend-store-uri", backend_uri,
-             "--artifacts-destination", str(root / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+            [
+                str(mlflow_bin),
+                "server",
+                "--backend-store-uri",
+                backend_uri,
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=root,
         )
         server = cls(process, f"http://127.0.0.1:{port}", root)
         deadline = time.monotonic() + timeout

@@ -35,7 +35,9 @@ class ApiTokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    principal: Mapped[PrincipalRow] = relationship(back_populates="tokens", lazy="joined")
+    principal: Mapped[PrincipalRow] = relationship(
+        back_populates="tokens", lazy="joined", innerjoin=True
+    )
 
 
 class AuditEventRow(Base):

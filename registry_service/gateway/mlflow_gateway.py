@@ -77,6 +77,8 @@ class MlflowGateway(RegistryGateway):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(max_retries))
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            # One pooled connection per serving thread, instead of MLflow's 10.
+            os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", "32")
             install_low_latency_transport()
         elif artifact_root:
             self._init_embedded_store(artifact_root)
@@ -316,8 +318,15 @@ class MlflowGateway(RegistryGateway):
         return previous
 
     def get_version_by_alias(self, name, alias):
-        with self._translate(errors.VersionNotFound, f"alias {alias!r} of model {name!r}"):
-            return self._version(self.client.get_model_version_by_alias(name, alias))
+        what = f"alias {alias!r} of model {name!r}"
+        try:
+            with self._translate(errors.VersionNotFound, what):
+                return self._version(self.client.get_model_version_by_alias(name, alias))
+        except errors.ValidationError as exc:
+            # MLflow reports an unset alias as INVALID_PARAMETER_VALUE.
+            if "not found" in exc.detail:
+                raise errors.VersionNotFound(f"{what} not found") from exc
+            raise
 
     # -- tracking
     def get_run(self, run_id):
