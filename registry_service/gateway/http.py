@@ -14,6 +14,7 @@ that adapter connection pools whose connections re-arm the flag.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -29,10 +30,9 @@ _installed = False
 def _quickack(sock) -> None:
     if sock is None or TCP_QUICKACK is None:
         return
-    try:
+    # A socket that is already closed or not TCP has nothing to tune.
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
-    except OSError:
-        pass  # not a TCP socket (e.g. a proxy tunnel already closed): nothing to tune
 
 
 class _QuickAck:

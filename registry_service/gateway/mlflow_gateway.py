@@ -55,6 +55,12 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return "failed with exception" in str(exc) or "failed with timeout" in str(exc)
 
 
+def _model_id_of(source: str) -> str | None:
+    # MLflow's REST answers may omit model_id; a "models:/<id>" source still names it.
+    rest = source.removeprefix("models:/")
+    return rest if rest != source and rest and "/" not in rest else None
+
+
 def _first_line(message: str) -> str:
     return message.strip().splitlines()[0][:500] if message.strip() else message
 
@@ -145,7 +151,7 @@ class MlflowGateway(RegistryGateway):
             created_at=_ts(mv.creation_timestamp),
             updated_at=_ts(mv.last_updated_timestamp),
             user_id=mv.user_id or None,
-            model_id=getattr(mv, "model_id", None) or None,
+            model_id=getattr(mv, "model_id", None) or _model_id_of(mv.source or ""),
         )
 
     @staticmethod
