@@ -48,6 +48,7 @@ class Settings:
     artifact_root: str
     mlflow_timeout: float = 10.0
     mlflow_max_retries: int = 2
+    mlflow_quickack: bool = True
     default_page_size: int = 50
     max_page_size: int = 500
     testing: bool = False
@@ -71,6 +72,8 @@ class Settings:
             artifact_root=env.get("REGISTRY_ARTIFACT_ROOT") or str(data_dir / "artifacts"),
             mlflow_timeout=_float(env, "REGISTRY_MLFLOW_TIMEOUT", 10.0),
             mlflow_max_retries=_int(env, "REGISTRY_MLFLOW_MAX_RETRIES", 2),
+            mlflow_quickack=env.get("REGISTRY_MLFLOW_QUICKACK", "1").lower()
+            not in ("0", "false", "no", "off"),
             default_page_size=_int(env, "REGISTRY_DEFAULT_PAGE_SIZE", 50),
             max_page_size=_int(env, "REGISTRY_MAX_PAGE_SIZE", 500),
         )

@@ -102,7 +102,10 @@ class MlflowServer:
     root: Path | None
 
     @classmethod
-    def start(cls, backend_uri: str, timeout: float = 120.0) -> MlflowServer:
+    def start(
+        cls, backend_uri: str, timeout: float = 120.0, workers: int | None = 1
+    ) -> MlflowServer:
+        """``workers=None`` keeps MLflow's own default (several uvicorn workers)."""
         root = Path(tempfile.mkdtemp(prefix="registry-mlflow-"))
         port = free_port()
         mlflow_bin = Path(sys.executable).parent / "mlflow"

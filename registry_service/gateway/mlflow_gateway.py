@@ -73,6 +73,7 @@ class MlflowGateway(RegistryGateway):
         artifact_root: str | None = None,
         timeout: float = 10.0,
         max_retries: int = 2,
+        quickack: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
@@ -85,7 +86,8 @@ class MlflowGateway(RegistryGateway):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             # One pooled connection per serving thread, instead of MLflow's 10.
             os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", "32")
-            install_low_latency_transport()
+            if quickack:
+                install_low_latency_transport()
         elif artifact_root:
             self._init_embedded_store(artifact_root)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)

@@ -40,6 +40,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
             artifact_root=settings.artifact_root,
             timeout=settings.mlflow_timeout,
             max_retries=settings.mlflow_max_retries,
+            quickack=settings.mlflow_quickack,
         )
     audit = AuditLog(db)
     return Services(

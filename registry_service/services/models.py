@@ -304,6 +304,8 @@ class ModelService:
 
     def get_version(self, name: str, version: int) -> VersionDetail:
         check_model_name(name)
+        # Fetched one after the other on purpose: in parallel they only contend for
+        # MLflow's server, and measured slower (bench/version_latency.py).
         mv = self.gateway.get_model_version(name, version)
         row = self._lineage_row(name, version)
         run = self._run_or_none(mv.run_id)

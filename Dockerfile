@@ -1,0 +1,18 @@
+# One image for registry-service and, in docker-compose, for the MLflow server it fronts.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY setup.cfg pyproject.toml README.md ./
+COPY registry_service ./registry_service
+COPY migrations ./migrations
+COPY wsgi.py ./
+# boto3 lets the MLflow server store artifacts in MinIO/S3.
+RUN pip install -e . boto3 \
+    && useradd --system --uid 10001 registry
+USER registry
+
+EXPOSE 8080
+CMD ["gunicorn", "--workers", "2", "--threads", "8", "--worker-class", "gthread", \
+     "--bind", "0.0.0.0:8080", "--access-logfile", "-", "wsgi:app"]
