@@ -21,9 +21,11 @@ run: $(STAMP)
 	$(BIN)/registry-service tokens bootstrap
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/registry-service serve
 
+# pytest exits 5 when it collected nothing: that is a failure, never a pass.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

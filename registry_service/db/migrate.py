@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -27,6 +28,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@lru_cache(maxsize=1)
 def head_revisions() -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
