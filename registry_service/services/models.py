@@ -74,6 +74,14 @@ class TagPatch:
     def __bool__(self) -> bool:
         return bool(self.set or self.delete)
 
+    def inverse(self, before: dict[str, str]) -> TagPatch:
+        """The patch that puts the touched keys back as they were in ``before``."""
+        touched = [*self.set, *self.delete]
+        return TagPatch(
+            {k: before[k] for k in touched if k in before},
+            [k for k in self.set if k not in before],
+        )
+
 
 def _check_tag_key(key: str, field: str) -> None:
     if not TAG_KEY_RE.match(key):
@@ -249,6 +257,7 @@ class ModelService:
         before = self.get_model(name)
         if description is None and not tags:
             return before
+        restore = tags.inverse(before.tags)
         return self._recorded(
             ctx,
             "model.updated",
@@ -256,10 +265,7 @@ class ModelService:
                 name, description, tags.set, tags.delete
             ),
             undo=lambda _: self.gateway.update_registered_model(
-                name,
-                before.description,
-                {k: before.tags[k] for k in [*tags.set, *tags.delete] if k in before.tags},
-                [k for k in tags.set if k not in before.tags],
+                name, before.description, restore.set, restore.delete
             ),
             record=lambda s, model: self.audit.append(
                 s,
@@ -428,6 +434,7 @@ class ModelService:
         before = self.gateway.get_model_version(name, version)
         if description is None and not tags:
             return before
+        restore = tags.inverse(before.tags)
         return self._recorded(
             ctx,
             "version.updated",
@@ -435,11 +442,7 @@ class ModelService:
                 name, version, description, tags.set, tags.delete
             ),
             undo=lambda _: self.gateway.update_model_version(
-                name,
-                version,
-                before.description,
-                {k: before.tags[k] for k in [*tags.set, *tags.delete] if k in before.tags},
-                [k for k in tags.set if k not in before.tags],
+                name, version, before.description, restore.set, restore.delete
             ),
             record=lambda s, mv: self.audit.append(
                 s,
@@ -534,18 +537,11 @@ class ModelService:
         check_model_name(name)
         check_alias(alias)
         self.gateway.get_model_version(name, version)
-
-        def undo(previous: int | None) -> None:
-            if previous is None:
-                self.gateway.delete_alias(name, alias)
-            else:
-                self.gateway.set_alias(name, alias, previous)
-
         return self._recorded(
             ctx,
             "alias.set",
             change=lambda: self.gateway.set_alias(name, alias, version),
-            undo=undo,
+            undo=lambda previous: self._restore_alias(name, alias, previous),
             record=lambda s, previous: self.audit.append(
                 s,
                 ctx,
@@ -564,9 +560,7 @@ class ModelService:
             ctx,
             "alias.deleted",
             change=lambda: self.gateway.delete_alias(name, alias),
-            undo=lambda previous: (
-                previous is not None and self.gateway.set_alias(name, alias, previous)
-            ),
+            undo=lambda previous: self._restore_alias(name, alias, previous),
             record=lambda s, previous: self.audit.append(
                 s,
                 ctx,
@@ -577,3 +571,9 @@ class ModelService:
                 after=None,
             ),
         )
+
+    def _restore_alias(self, name: str, alias: str, previous: int | None) -> None:
+        if previous is None:
+            self.gateway.delete_alias(name, alias)
+        else:
+            self.gateway.set_alias(name, alias, previous)

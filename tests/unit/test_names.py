@@ -39,3 +39,10 @@ def test_tag_patch_splits_sets_and_deletes():
 def test_reserved_or_malformed_tag_keys_are_refused(key):
     with pytest.raises(ValidationError):
         TagPatch.parse({key: "v"})
+
+
+def test_tag_patch_inverse_restores_touched_keys_only():
+    before = {"team": "ds", "tier": "2", "keep": "x"}
+    patch = TagPatch.parse({"team": "ml", "tier": None, "new": "1"})
+    restore = patch.inverse(before)
+    assert restore.set == {"team": "ds", "tier": "2"} and restore.delete == ["new"]
