@@ -78,15 +78,27 @@ def tokens() -> None:
     type=click.Choice(ROLES),
     help="Repeat for several roles.",
 )
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="Approver group the principal belongs to (repeatable); replaces its groups.",
+)
 @click.option("--expires-in-days", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tokens_create(
-    name: str, roles: tuple[str, ...], expires_in_days: int | None, as_json: bool
+    name: str,
+    roles: tuple[str, ...],
+    groups: tuple[str, ...],
+    expires_in_days: int | None,
+    as_json: bool,
 ) -> None:
     """Issue a token; the secret is shown once and stored only as a hash."""
     expires = timedelta(days=expires_in_days) if expires_in_days else None
     try:
-        secret, info = _token_service().create(_ctx(), name, list(roles), expires)
+        secret, info = _token_service().create(
+            _ctx(), name, list(roles), expires, list(groups) if groups else None
+        )
     except RegistryError as exc:
         _fail(exc)
     if as_json:
@@ -140,6 +152,26 @@ def tokens_bootstrap(name: str) -> None:
     else:
         click.echo(f"first admin token for {name!r} (shown once, stored only as a hash):")
         click.echo(f"    {secret}")
+
+
+@main.group()
+def promotions() -> None:
+    """Promotion requests."""
+
+
+@promotions.command("expire")
+def promotions_expire() -> None:
+    """Expire pending requests past their deadline (for a periodic job)."""
+    from registry_service.services.container import build_services
+
+    services = build_services(_settings())
+    try:
+        count = services.promotions.expire_due(_ctx())
+    except RegistryError as exc:
+        _fail(exc)
+    finally:
+        services.close()
+    click.echo(f"{count} request(s) expired")
 
 
 @main.command("serve")

@@ -69,6 +69,21 @@ class TokenNotFound(NotFound):
     title = "Token not found"
 
 
+class PromotionNotFound(NotFound):
+    code = "promotion-not-found"
+    title = "Promotion request not found"
+
+
+class SelfApproval(PermissionDenied):
+    code = "self-approval"
+    title = "Requesters may not approve their own request"
+
+
+class NotEligible(PermissionDenied):
+    code = "not-eligible"
+    title = "Not eligible to review this request"
+
+
 class Conflict(RegistryError):
     code = "conflict"
     title = "Conflict"
@@ -82,6 +97,31 @@ class AlreadyExists(Conflict):
 class IllegalTransition(Conflict):
     code = "illegal-transition"
     title = "Transition not allowed"
+
+
+class AlreadyReviewed(Conflict):
+    code = "already-approved"
+    title = "Already approved by this principal"
+
+
+class OpenRequestExists(Conflict):
+    code = "open-request-exists"
+    title = "An open request for this version and target exists"
+
+
+class QuorumUnreachable(Conflict):
+    code = "quorum-unreachable"
+    title = "Not enough eligible approvers"
+
+
+class IdempotencyInFlight(Conflict):
+    code = "idempotency-in-flight"
+    title = "A request with this Idempotency-Key is still being processed"
+
+
+class IdempotencyKeyReused(ValidationError):
+    code = "idempotency-key-reused"
+    title = "Idempotency-Key was used with a different request"
 
 
 class UpstreamError(RegistryError):

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from registry_service.db.base import Base, BigInt, UTCDateTime, utcnow
@@ -17,6 +27,7 @@ class PrincipalRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     tokens: Mapped[list[ApiTokenRow]] = relationship(back_populates="principal")
@@ -49,6 +60,7 @@ class AuditEventRow(Base):
         Index("ix_audit_events_actor_seq", "actor", "seq"),
         Index("ix_audit_events_action_seq", "action", "seq"),
         Index("ix_audit_events_occurred_at", "occurred_at"),
+        Index("ix_audit_events_subject_seq", "subject", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)
@@ -58,6 +70,8 @@ class AuditEventRow(Base):
     model_name: Mapped[str | None] = mapped_column(String(128))
     model_version: Mapped[int | None] = mapped_column(Integer)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # What the event is about beyond the model, e.g. "promotion:12"; hashed when set.
+    subject: Mapped[str | None] = mapped_column(String(64))
     before: Mapped[Any | None] = mapped_column(JSON)
     after: Mapped[Any | None] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
@@ -94,3 +108,105 @@ class VersionLineageRow(Base):
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     registered_by: Mapped[str | None] = mapped_column(String(128))
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelPolicyRow(Base):
+    """A model's own promotion rules; models without a row follow the service default."""
+
+    __tablename__ = "model_policies"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+# Statuses in which a request still holds its (model, version, target) slot.
+OPEN_STATUSES = ("pending", "approved")
+
+
+class PromotionRequestRow(Base):
+    __tablename__ = "promotion_requests"
+    __table_args__ = (
+        # At most one open request per (model, version, target), enforced by the database.
+        Index(
+            "uq_promotion_requests_open_target",
+            "model_name",
+            "version",
+            "target_type",
+            "target",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'approved')"),
+            sqlite_where=text("status IN ('pending', 'approved')"),
+        ),
+        Index("ix_promotion_requests_model_name_id", "model_name", "id"),
+        Index("ix_promotion_requests_status_id", "status", "id"),
+        Index("ix_promotion_requests_requester_id", "requester", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    target_type: Mapped[str] = mapped_column(String(8))
+    target: Mapped[str] = mapped_column(String(256))
+    archive_existing: Mapped[bool] = mapped_column(Boolean, default=True)
+    reason: Mapped[str] = mapped_column(Text)
+    requester: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    replaces_version: Mapped[int | None] = mapped_column(Integer)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set, and committed, before MLflow is called: an execution that started.
+    execution_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    approvals: Mapped[list[PromotionApprovalRow]] = relationship(
+        order_by="PromotionApprovalRow.id", lazy="selectin"
+    )
+    comments: Mapped[list[PromotionCommentRow]] = relationship(
+        order_by="PromotionCommentRow.id", lazy="selectin"
+    )
+
+
+class PromotionApprovalRow(Base):
+    __tablename__ = "promotion_approvals"
+    __table_args__ = (UniqueConstraint("request_id", "approver"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("promotion_requests.id"))
+    approver: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PromotionCommentRow(Base):
+    __tablename__ = "promotion_comments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("promotion_requests.id"), index=True)
+    author: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyKeyRow(Base):
+    """The first response to a (principal, key), replayed to retries of the same call."""
+
+    __tablename__ = "idempotency_keys"
+
+    principal: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

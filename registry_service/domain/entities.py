@@ -166,6 +166,7 @@ class Principal:
     id: int
     name: str
     roles: frozenset[str]
+    groups: frozenset[str] = frozenset()
 
     def has_role(self, role: Role | str) -> bool:
         return Role.ADMIN.value in self.roles or str(role) in self.roles
@@ -200,3 +201,4 @@ class AuditEvent:
     after: Any
     prev_hash: str
     hash: str
+    subject: str | None = None

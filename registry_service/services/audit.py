@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,8 +54,9 @@ def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def hashed_fields(row: AuditEventRow) -> dict[str, Any]:
-    return {
+def hashed_fields(row: Any) -> dict[str, Any]:
+    """The canonical content of an event: an ORM row or a plain result row."""
+    fields = {
         "seq": row.seq,
         "occurred_at": _iso(row.occurred_at),
         "actor": row.actor,
@@ -65,6 +67,11 @@ def hashed_fields(row: AuditEventRow) -> dict[str, Any]:
         "before": row.before,
         "after": row.after,
     }
+    # Added after the first events were written: only hashed when present, so
+    # older events keep verifying.
+    if row.subject is not None:
+        fields["subject"] = row.subject
+    return fields
 
 
 def _entity(row: AuditEventRow) -> AuditEvent:
@@ -76,6 +83,7 @@ def _entity(row: AuditEventRow) -> AuditEvent:
         model_name=row.model_name,
         model_version=row.model_version,
         request_id=row.request_id,
+        subject=row.subject,
         before=row.before,
         after=row.after,
         prev_hash=row.prev_hash,
@@ -89,6 +97,7 @@ class AuditFilter:
     model_version: int | None = None
     actor: str | None = None
     action: str | None = None
+    subject: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -105,6 +114,7 @@ class AuditLog:
         *,
         model_name: str | None = None,
         model_version: int | None = None,
+        subject: str | None = None,
         before: Any = None,
         after: Any = None,
     ) -> AuditEvent:
@@ -125,6 +135,7 @@ class AuditLog:
             model_name=model_name,
             model_version=model_version,
             request_id=ctx.request_id,
+            subject=subject,
             before=to_json_value(before),
             after=to_json_value(after),
             prev_hash=head.hash,
@@ -157,6 +168,8 @@ class AuditLog:
             stmt = stmt.where(AuditEventRow.actor == filters.actor)
         if filters.action is not None:
             stmt = stmt.where(AuditEventRow.action == filters.action)
+        if filters.subject is not None:
+            stmt = stmt.where(AuditEventRow.subject == filters.subject)
         if filters.since is not None:
             stmt = stmt.where(AuditEventRow.occurred_at >= filters.since)
         if filters.until is not None:
@@ -175,3 +188,69 @@ class AuditLog:
         with self.db.read() as session:
             head = session.get(AuditChainHeadRow, 1)
             return head.seq, head.hash
+
+    def trail(self, subject: str) -> list[AuditEvent]:
+        """Every event about ``subject``, oldest first."""
+        stmt = (
+            select(AuditEventRow)
+            .where(AuditEventRow.subject == subject)
+            .order_by(AuditEventRow.seq)
+        )
+        with self.db.read() as session:
+            return [_entity(r) for r in session.execute(stmt).scalars()]
+
+    def verify(self, batch_size: int = 5000) -> ChainVerification:
+        """Recompute the chain from genesis: every hash, every link, and the head."""
+        started = time.perf_counter()
+        expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
+        broken: tuple[int, str] | None = None
+        with self.db.read() as session:
+            head = session.get(AuditChainHeadRow, 1)
+            head_seq, head_hash = head.seq, head.hash
+            last_seq = 0
+            while broken is None:
+                # Plain rows, not ORM objects: this walks every event ever written.
+                rows = list(
+                    session.execute(
+                        select(*AuditEventRow.__table__.c)
+                        .where(AuditEventRow.seq > last_seq, AuditEventRow.seq <= head_seq)
+                        .order_by(AuditEventRow.seq)
+                        .limit(batch_size)
+                    )
+                )
+                if not rows:
+                    break
+                for row in rows:
+                    checked += 1
+                    if row.seq != expected_seq:
+                        broken = (expected_seq, f"event {expected_seq} is missing")
+                    elif row.prev_hash != expected_prev:
+                        broken = (row.seq, "prev_hash does not match the previous event's hash")
+                    elif event_hash(row.prev_hash, hashed_fields(row)) != row.hash:
+                        broken = (row.seq, "the event's content no longer matches its hash")
+                    if broken:
+                        break
+                    expected_prev, expected_seq = row.hash, row.seq + 1
+                last_seq = rows[-1].seq
+        if broken is None and (expected_seq - 1 != head_seq or expected_prev != head_hash):
+            broken = (expected_seq, "the chain ends before the recorded head")
+        return ChainVerification(
+            ok=broken is None,
+            events_checked=checked,
+            head_seq=head_seq,
+            head_hash=head_hash,
+            first_broken_seq=broken[0] if broken else None,
+            problem=broken[1] if broken else None,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    ok: bool
+    events_checked: int
+    head_seq: int
+    head_hash: str
+    first_broken_seq: int | None
+    problem: str | None
+    seconds: float

@@ -8,9 +8,13 @@ from flask import current_app
 
 from registry_service.config import Settings
 from registry_service.db.database import Database
+from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
+from registry_service.services.idempotency import IdempotencyKeys
 from registry_service.services.models import ModelService
+from registry_service.services.policies import PolicyService
+from registry_service.services.promotions import PromotionService
 from registry_service.services.tokens import TokenService
 
 EXTENSION_KEY = "registry_service"
@@ -24,6 +28,9 @@ class Services:
     audit: AuditLog
     tokens: TokenService
     models: ModelService
+    policies: PolicyService
+    promotions: PromotionService
+    idempotency: IdempotencyKeys
 
     def close(self) -> None:
         self.db.dispose()
@@ -43,13 +50,18 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
             quickack=settings.mlflow_quickack,
         )
     audit = AuditLog(db)
+    models = ModelService(gateway, db, audit)
+    policies = PolicyService(gateway, db, audit)
     return Services(
         settings=settings,
         db=db,
         gateway=gateway,
         audit=audit,
         tokens=TokenService(db, audit),
-        models=ModelService(gateway, db, audit),
+        models=models,
+        policies=policies,
+        promotions=PromotionService(gateway, db, audit, policies, models, NamedLocks(db)),
+        idempotency=IdempotencyKeys(db),
     )
 
 

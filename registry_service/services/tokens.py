@@ -45,34 +45,45 @@ class TokenService:
         self.audit = audit
 
     def _principal(
-        self, session: Session, ctx: Context, name: str, roles: list[str]
+        self,
+        session: Session,
+        ctx: Context,
+        name: str,
+        roles: list[str],
+        groups: list[str] | None,
     ) -> PrincipalRow:
         row = session.execute(
             select(PrincipalRow).where(PrincipalRow.name == name)
         ).scalar_one_or_none()
         if row is None:
-            row = PrincipalRow(name=name, roles=roles)
+            row = PrincipalRow(name=name, roles=roles, groups=groups or [])
             session.add(row)
             session.flush()
             self.audit.append(
-                session, ctx, "principal.created", after={"name": name, "roles": roles}
-            )
-        elif sorted(row.roles) != roles:
-            before = sorted(row.roles)
-            row.roles = roles
-            self.audit.append(
                 session,
                 ctx,
-                "principal.roles_changed",
-                before={"name": name, "roles": before},
-                after={"name": name, "roles": roles},
+                "principal.created",
+                after={"name": name, "roles": roles, "groups": groups or []},
             )
+            return row
+        before = {"name": name, "roles": sorted(row.roles), "groups": sorted(row.groups or [])}
+        # Groups are left alone unless given: a new token need not restate them.
+        after = {**before, "roles": roles, **({"groups": groups} if groups is not None else {})}
+        if after != before:
+            row.roles, row.groups = after["roles"], after["groups"]
+            self.audit.append(session, ctx, "principal.roles_changed", before=before, after=after)
         return row
 
     def create(
-        self, ctx: Context, name: str, roles: list[str], expires_in: timedelta | None = None
+        self,
+        ctx: Context,
+        name: str,
+        roles: list[str],
+        expires_in: timedelta | None = None,
+        groups: list[str] | None = None,
     ) -> tuple[str, TokenInfo]:
-        """Issue a token for principal ``name`` (created if new, roles set to ``roles``)."""
+        """Issue a token for principal ``name`` (created if new, roles set to ``roles``;
+        groups replaced when given)."""
         if not PRINCIPAL_RE.match(name):
             raise ValidationError(
                 f"invalid principal name {name!r}",
@@ -90,9 +101,14 @@ class TokenService:
                 f"roles must be a non-empty subset of {list(ROLE_NAMES)}; unknown: {unknown}"
             )
         roles = sorted(set(roles))
+        if groups is not None:
+            bad = [g for g in groups if not PRINCIPAL_RE.match(g)]
+            if bad:
+                raise ValidationError(f"invalid group names {bad}; same rule as principal names")
+            groups = sorted(set(groups))
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.db.transaction() as session:
-            principal = self._principal(session, ctx, name, roles)
+            principal = self._principal(session, ctx, name, roles, groups)
             row = ApiTokenRow(
                 principal=principal,
                 token_hash=hash_token(secret),
@@ -155,7 +171,12 @@ class TokenService:
             if row.expires_at is not None and row.expires_at <= (now or utcnow()):
                 raise AuthenticationError("the bearer token has expired")
             principal = row.principal
-            return Principal(principal.id, principal.name, frozenset(principal.roles))
+            return Principal(
+                principal.id,
+                principal.name,
+                frozenset(principal.roles),
+                frozenset(principal.groups or ()),
+            )
 
     def bootstrap_admin(self, ctx: Context, name: str = "admin") -> str | None:
         """Issue a first admin token when no admin can log in; None when one can."""

@@ -9,6 +9,7 @@ from registry_service.resources.audit.schemas import (
     AuditArgsSchema,
     AuditHeadSchema,
     AuditPageSchema,
+    AuditVerificationSchema,
 )
 from registry_service.services.audit import AuditFilter
 from registry_service.services.container import get_services
@@ -33,6 +34,7 @@ class AuditEvents(MethodView):
             model_version=args["version"],
             actor=args["actor"],
             action=args["action"],
+            subject=args["subject"],
             since=args["since"],
             until=args["until"],
         )
@@ -48,3 +50,12 @@ class AuditHead(MethodView):
         """Latest sequence number and hash, for export elsewhere"""
         seq, digest = get_services().audit.head()
         return {"seq": seq, "hash": digest}
+
+
+@blp.route("/verify")
+class AuditVerify(MethodView):
+    @blp.requires()
+    @blp.response(200, AuditVerificationSchema)
+    def get(self):
+        """Recompute the hash chain from the first event and report the first break"""
+        return get_services().audit.verify()

@@ -13,6 +13,9 @@ class AuditArgsSchema(PageArgsSchema):
     version = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=1))
     actor = ma.fields.String(load_default=None)
     action = ma.fields.String(load_default=None, metadata={"description": "e.g. model.created"})
+    subject = ma.fields.String(
+        load_default=None, metadata={"description": "e.g. promotion:12 or policy:<model>"}
+    )
     since = ma.fields.AwareDateTime(
         load_default=None, metadata={"description": "Inclusive, ISO 8601 with offset"}
     )
@@ -34,6 +37,7 @@ class AuditEventSchema(Schema):
     model_name = ma.fields.String(allow_none=True)
     model_version = ma.fields.Integer(allow_none=True)
     request_id = ma.fields.String(allow_none=True)
+    subject = ma.fields.String(allow_none=True)
     before = ma.fields.Raw(allow_none=True)
     after = ma.fields.Raw(allow_none=True)
     prev_hash = ma.fields.String()
@@ -48,3 +52,15 @@ class AuditPageSchema(Schema):
 class AuditHeadSchema(Schema):
     seq = ma.fields.Integer(metadata={"description": "Sequence number of the latest event"})
     hash = ma.fields.String(metadata={"description": "Its chain hash"})
+
+
+class AuditVerificationSchema(Schema):
+    ok = ma.fields.Boolean(metadata={"description": "True when every hash and link checks out"})
+    events_checked = ma.fields.Integer()
+    head_seq = ma.fields.Integer()
+    head_hash = ma.fields.String()
+    first_broken_seq = ma.fields.Integer(
+        allow_none=True, metadata={"description": "The first event that fails, if any"}
+    )
+    problem = ma.fields.String(allow_none=True)
+    seconds = ma.fields.Float(metadata={"description": "Time the walk took"})

@@ -17,4 +17,8 @@ class WhoAmI(MethodView):
     @blp.response(200, PrincipalSchema)
     def get(self):
         """Show the principal and roles behind the bearer token"""
-        return {"name": g.principal.name, "roles": sorted(g.principal.roles)}
+        return {
+            "name": g.principal.name,
+            "roles": sorted(g.principal.roles),
+            "groups": sorted(g.principal.groups),
+        }

@@ -10,3 +10,4 @@ from registry_service.api import Schema
 class PrincipalSchema(Schema):
     name = ma.fields.String()
     roles = ma.fields.List(ma.fields.String())
+    groups = ma.fields.List(ma.fields.String(), metadata={"description": "Approver groups"})

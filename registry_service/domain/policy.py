@@ -1,0 +1,200 @@
+"""Promotion policies: who must approve a move of a version to a stage or alias."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from registry_service.domain.entities import Principal, Role, Stage
+from registry_service.domain.names import check_alias
+from registry_service.errors import ValidationError
+
+ANY_ALIAS = "*"
+MAX_APPROVALS = 10
+DEFAULT_EXPIRY_HOURS = 7 * 24
+
+
+class TargetType(enum.StrEnum):
+    STAGE = "stage"
+    ALIAS = "alias"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a promotion moves a version: a stage (by its canonical name) or an alias."""
+
+    type: TargetType
+    name: str
+
+    @classmethod
+    def stage(cls, value: str) -> Target:
+        try:
+            stage = Stage.parse(value)
+        except ValueError as exc:
+            raise ValidationError(
+                str(exc),
+                errors=[{"field": "target_stage", "location": "json", "message": str(exc)}],
+            ) from exc
+        if stage is Stage.NONE:
+            raise ValidationError(
+                "a promotion cannot target the None stage",
+                errors=[
+                    {
+                        "field": "target_stage",
+                        "location": "json",
+                        "message": "one of Staging, Production, Archived",
+                    }
+                ],
+            )
+        return cls(TargetType.STAGE, stage.value)
+
+    @classmethod
+    def alias(cls, value: str) -> Target:
+        return cls(TargetType.ALIAS, check_alias(value, "target_alias"))
+
+    def __str__(self) -> str:
+        return f"{self.type.value} {self.name}"
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """The approvals a target needs. ``target`` '*' (aliases only) covers every alias."""
+
+    target_type: TargetType
+    target: str
+    required_approvals: int
+    approver_role: str = Role.APPROVER.value
+    approvers: tuple[str, ...] = ()
+    approver_group: str | None = None
+    allow_self_approval: bool = False
+    expires_after_hours: int = DEFAULT_EXPIRY_HOURS
+    source: str = "default"
+
+    def covers(self, target: Target) -> bool:
+        return self.target_type == target.type and self.target in (target.name, ANY_ALIAS)
+
+    def eligibility(self, principal: Principal) -> str | None:
+        """None when ``principal`` may review under this rule, else the reason not."""
+        if not principal.has_role(self.approver_role):
+            return f"{principal.name!r} lacks the {self.approver_role!r} role"
+        named = principal.name in self.approvers
+        grouped = self.approver_group is not None and self.approver_group in principal.groups
+        if (self.approvers or self.approver_group) and not (named or grouped):
+            who = []
+            if self.approvers:
+                who.append("the named approvers " + ", ".join(self.approvers))
+            if self.approver_group:
+                who.append(f"members of group {self.approver_group!r}")
+            return f"{principal.name!r} is not among {' or '.join(who)}"
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target_type": self.target_type.value,
+            "target": self.target,
+            "required_approvals": self.required_approvals,
+            "approver_role": self.approver_role,
+            "approvers": list(self.approvers),
+            "approver_group": self.approver_group,
+            "allow_self_approval": self.allow_self_approval,
+            "expires_after_hours": self.expires_after_hours,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyRule:
+        return cls(
+            target_type=TargetType(data["target_type"]),
+            target=data["target"],
+            required_approvals=int(data["required_approvals"]),
+            approver_role=data.get("approver_role", Role.APPROVER.value),
+            approvers=tuple(data.get("approvers") or ()),
+            approver_group=data.get("approver_group"),
+            allow_self_approval=bool(data.get("allow_self_approval", False)),
+            expires_after_hours=int(data.get("expires_after_hours", DEFAULT_EXPIRY_HOURS)),
+            source=data.get("source", "model"),
+        )
+
+
+# Production-grade by default: two approvers for Production and for any alias.
+DEFAULT_RULES: tuple[PolicyRule, ...] = (
+    PolicyRule(TargetType.STAGE, Stage.PRODUCTION.value, 2),
+    PolicyRule(TargetType.STAGE, Stage.STAGING.value, 1),
+    PolicyRule(TargetType.STAGE, Stage.ARCHIVED.value, 1),
+    PolicyRule(TargetType.ALIAS, ANY_ALIAS, 2),
+)
+
+
+def _most_specific(rules: tuple[PolicyRule, ...], target: Target) -> PolicyRule | None:
+    exact = [r for r in rules if r.covers(target) and r.target == target.name]
+    if exact:
+        return exact[0]
+    return next((r for r in rules if r.covers(target)), None)
+
+
+@dataclass(frozen=True)
+class Policy:
+    model_name: str
+    rules: tuple[PolicyRule, ...] = ()
+    revision: int = 0
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    defaults: tuple[PolicyRule, ...] = field(default=DEFAULT_RULES)
+
+    @property
+    def source(self) -> str:
+        return "model" if self.revision else "default"
+
+    def rule_for(self, target: Target) -> PolicyRule:
+        rule = _most_specific(self.rules, target) or _most_specific(self.defaults, target)
+        if rule is None:  # the defaults cover every stage and alias
+            raise ValidationError(f"no policy rule covers {target}")
+        return rule
+
+    @property
+    def effective_rules(self) -> list[PolicyRule]:
+        """The model's own rules, then each default rule it does not override."""
+        own = {(r.target_type, r.target) for r in self.rules}
+        return [*self.rules, *(d for d in self.defaults if (d.target_type, d.target) not in own)]
+
+
+def validate_rules(rules: list[PolicyRule]) -> list[PolicyRule]:
+    """Check a whole rule set as a client would send it; rules come back canonical."""
+    seen: set[tuple[TargetType, str]] = set()
+    out = []
+    for i, rule in enumerate(rules):
+
+        def bad(field_name: str, message: str, i: int = i) -> ValidationError:
+            where = f"rules.{i}.{field_name}"
+            return ValidationError(
+                f"{where}: {message}",
+                errors=[{"field": where, "location": "json", "message": message}],
+            )
+
+        if rule.target_type is TargetType.STAGE:
+            try:
+                stage = Stage.parse(rule.target)
+            except ValueError as exc:
+                raise bad("target", str(exc)) from exc
+            if stage is Stage.NONE:
+                raise bad("target", "the None stage takes no promotions")
+            rule = replace(rule, target=stage.value)
+        elif rule.target != ANY_ALIAS:
+            try:
+                check_alias(rule.target)
+            except ValidationError as exc:
+                raise bad("target", exc.detail) from exc
+        if not 0 <= rule.required_approvals <= MAX_APPROVALS:
+            raise bad("required_approvals", f"0 to {MAX_APPROVALS}")
+        if rule.approver_role not in (Role.APPROVER.value, Role.ADMIN.value):
+            raise bad("approver_role", "approver or admin")
+        if not 1 <= rule.expires_after_hours <= 24 * 365:
+            raise bad("expires_after_hours", "1 hour to 365 days")
+        key = (rule.target_type, rule.target)
+        if key in seen:
+            raise bad("target", f"{rule.target_type.value} {rule.target!r} appears twice")
+        seen.add(key)
+        out.append(replace(rule, approvers=tuple(sorted(set(rule.approvers))), source="model"))
+    return out

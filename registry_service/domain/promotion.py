@@ -1,0 +1,253 @@
+"""The promotion request as a pure state machine: no database, no MLflow.
+
+    pending --approve (quorum)--> approved --execute--> executed
+       |                            |  \\--execution fails--> failed --retry--> approved
+       +--reject--> rejected        +--cancel (not started)--> cancelled
+       +--cancel--> cancelled
+       +--expiry--> expired
+
+Each transition checks its rule and raises one of our errors; the service persists
+the result and audits it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from registry_service.domain.entities import Principal, Role
+from registry_service.domain.policy import PolicyRule, Target, TargetType
+from registry_service.errors import (
+    AlreadyReviewed,
+    IllegalTransition,
+    NotEligible,
+    PermissionDenied,
+    SelfApproval,
+)
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTED = "executed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+OPEN = frozenset({Status.PENDING, Status.APPROVED})
+
+
+@dataclass(frozen=True)
+class Approval:
+    approver: str
+    comment: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Comment:
+    author: str
+    kind: str  # comment, rejection, cancellation, retry
+    body: str
+    created_at: datetime
+
+
+@dataclass
+class Promotion:
+    id: int | None
+    model_name: str
+    version: int
+    target: Target
+    requester: str
+    reason: str
+    archive_existing: bool
+    rule: PolicyRule
+    status: Status
+    created_at: datetime
+    expires_at: datetime
+    replaces_version: int | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    approvals: list[Approval] = field(default_factory=list)
+    comments: list[Comment] = field(default_factory=list)
+    updated_at: datetime | None = None
+    decided_at: datetime | None = None
+    executed_at: datetime | None = None
+    execution_started_at: datetime | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    outcome: dict[str, Any] | None = None
+    audit_trail: list[Any] = field(default_factory=list)
+
+    # -- read-side conveniences for the API
+    @property
+    def required_approvals(self) -> int:
+        return self.rule.required_approvals
+
+    @property
+    def received_approvals(self) -> int:
+        return len(self.approvals)
+
+    @property
+    def target_stage(self) -> str | None:
+        return self.target.name if self.target.type is TargetType.STAGE else None
+
+    @property
+    def target_alias(self) -> str | None:
+        return self.target.name if self.target.type is TargetType.ALIAS else None
+
+    @property
+    def subject(self) -> str:
+        return f"promotion:{self.id}"
+
+    # -- transitions
+    @classmethod
+    def open(
+        cls,
+        *,
+        model_name: str,
+        version: int,
+        target: Target,
+        requester: Principal,
+        reason: str,
+        archive_existing: bool,
+        rule: PolicyRule,
+        now: datetime,
+        replaces_version: int | None,
+        evidence: dict[str, Any],
+    ) -> Promotion:
+        promotion = cls(
+            id=None,
+            model_name=model_name,
+            version=version,
+            target=target,
+            requester=requester.name,
+            reason=reason,
+            archive_existing=archive_existing,
+            rule=rule,
+            status=Status.PENDING,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(hours=rule.expires_after_hours),
+            replaces_version=replaces_version,
+            evidence=evidence,
+        )
+        if rule.required_approvals == 0:
+            promotion._move(Status.APPROVED, now)
+            promotion.decided_at = now
+        return promotion
+
+    def is_due(self, now: datetime) -> bool:
+        return self.status is Status.PENDING and now >= self.expires_at
+
+    def expire(self, now: datetime) -> None:
+        if not self.is_due(now):
+            raise IllegalTransition(f"request {self.id} is {self.status} and not due to expire")
+        self._move(Status.EXPIRED, now)
+        self.decided_at = now
+
+    def _require_pending(self, action: str) -> None:
+        if self.status is not Status.PENDING:
+            raise IllegalTransition(
+                f"request {self.id} is {self.status.value}; only pending requests can be {action}",
+                status=self.status.value,
+            )
+
+    def _check_reviewer(self, principal: Principal, action: str) -> None:
+        if principal.name == self.requester and not self.rule.allow_self_approval:
+            raise SelfApproval(
+                f"{principal.name!r} opened request {self.id} and the policy for "
+                f"{self.target} does not let requesters {action} their own request"
+            )
+        reason = self.rule.eligibility(principal)
+        if reason is not None:
+            raise NotEligible(f"{reason}, as the policy for {self.target} requires")
+
+    def approve(self, principal: Principal, comment: str | None, now: datetime) -> bool:
+        """Record an approval; True when it completes the quorum."""
+        self._require_pending("approved")
+        self._check_reviewer(principal, "approve")
+        if any(a.approver == principal.name for a in self.approvals):
+            raise AlreadyReviewed(f"{principal.name!r} has already approved request {self.id}")
+        self.approvals.append(Approval(principal.name, comment, now))
+        self.updated_at = now
+        if len(self.approvals) >= self.rule.required_approvals:
+            self._move(Status.APPROVED, now)
+            self.decided_at = now
+            return True
+        return False
+
+    def reject(self, principal: Principal, comment: str, now: datetime) -> None:
+        self._require_pending("rejected")
+        self._check_reviewer(principal, "reject")
+        self.comments.append(Comment(principal.name, "rejection", comment, now))
+        self._move(Status.REJECTED, now)
+        self.decided_at = now
+
+    def cancel(self, principal: Principal, comment: str | None, now: datetime) -> None:
+        if principal.name != self.requester and not principal.has_role(Role.ADMIN):
+            raise PermissionDenied(
+                f"only the requester {self.requester!r} or an admin can cancel request {self.id}"
+            )
+        if self.status is Status.APPROVED and self.execution_started_at is not None:
+            raise IllegalTransition(
+                f"request {self.id} started executing; retry it to settle its outcome",
+                status=self.status.value,
+            )
+        if self.status not in (Status.PENDING, Status.APPROVED, Status.FAILED):
+            raise IllegalTransition(
+                f"request {self.id} is {self.status.value} and can no longer be cancelled",
+                status=self.status.value,
+            )
+        if comment:
+            self.comments.append(Comment(principal.name, "cancellation", comment, now))
+        self._move(Status.CANCELLED, now)
+
+    def comment(self, principal: Principal, body: str, now: datetime) -> Comment:
+        entry = Comment(principal.name, "comment", body, now)
+        self.comments.append(entry)
+        self.updated_at = now
+        return entry
+
+    def start_execution(self, now: datetime) -> None:
+        """The intent, recorded before MLflow is touched."""
+        if self.status is not Status.APPROVED:
+            raise IllegalTransition(
+                f"request {self.id} is {self.status.value}; only approved requests execute",
+                status=self.status.value,
+            )
+        self.attempts += 1
+        self.execution_started_at = now
+        self.updated_at = now
+
+    def executed(self, outcome: dict[str, Any], now: datetime) -> None:
+        if self.status is not Status.APPROVED or self.execution_started_at is None:
+            raise IllegalTransition(f"request {self.id} was not executing")
+        self.outcome = outcome
+        self.last_error = None
+        self.executed_at = now
+        self._move(Status.EXECUTED, now)
+
+    def failed(self, error: str, now: datetime) -> None:
+        if self.status is not Status.APPROVED:
+            raise IllegalTransition(f"request {self.id} was not executing")
+        self.last_error = error
+        self._move(Status.FAILED, now)
+
+    def retry(self, principal: Principal, now: datetime) -> None:
+        if not principal.has_role(Role.ADMIN):
+            raise PermissionDenied("only an admin can retry a request")
+        if self.status not in (Status.FAILED, Status.APPROVED):
+            raise IllegalTransition(
+                f"request {self.id} is {self.status.value}; only failed or approved requests "
+                "can be retried",
+                status=self.status.value,
+            )
+        self._move(Status.APPROVED, now)
+
+    def _move(self, status: Status, now: datetime) -> None:
+        self.status = status
+        self.updated_at = now

@@ -1,0 +1,1 @@
+"""Promotion policies of registered models."""

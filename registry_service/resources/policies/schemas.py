@@ -1,0 +1,100 @@
+"""Schemas of the policy resource."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from registry_service.api import Schema
+from registry_service.domain.policy import (
+    ANY_ALIAS,
+    DEFAULT_EXPIRY_HOURS,
+    MAX_APPROVALS,
+    PolicyRule,
+    TargetType,
+)
+
+
+class RuleSchema(Schema):
+    target_stage = ma.fields.String(
+        metadata={"description": "Staging, Production or Archived (or give target_alias)"}
+    )
+    target_alias = ma.fields.String(
+        metadata={"description": f"An alias such as champion; '{ANY_ALIAS}' covers every alias"}
+    )
+    required_approvals = ma.fields.Integer(
+        required=True,
+        validate=ma.validate.Range(min=0, max=MAX_APPROVALS),
+        metadata={"description": "Distinct approvals needed; 0 executes when requested"},
+    )
+    approver_role = ma.fields.String(
+        load_default="approver", validate=ma.validate.OneOf(["approver", "admin"])
+    )
+    approvers = ma.fields.List(
+        ma.fields.String(),
+        load_default=list,
+        metadata={"description": "Only these principals may approve (empty: anyone with the role)"},
+    )
+    approver_group = ma.fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Members of this group may approve (with the role)"},
+    )
+    allow_self_approval = ma.fields.Boolean(load_default=False)
+    expires_after_hours = ma.fields.Integer(
+        load_default=DEFAULT_EXPIRY_HOURS, validate=ma.validate.Range(min=1, max=24 * 365)
+    )
+
+    @ma.validates_schema
+    def one_target(self, data, **_):
+        if ("target_stage" in data) == ("target_alias" in data):
+            raise ma.ValidationError("give exactly one of target_stage or target_alias", "_schema")
+
+    @ma.post_load
+    def to_rule(self, data, **_) -> PolicyRule:
+        kind = TargetType.STAGE if "target_stage" in data else TargetType.ALIAS
+        return PolicyRule(
+            target_type=kind,
+            target=data["target_stage"] if kind is TargetType.STAGE else data["target_alias"],
+            required_approvals=data["required_approvals"],
+            approver_role=data["approver_role"],
+            approvers=tuple(data["approvers"]),
+            approver_group=data["approver_group"],
+            allow_self_approval=data["allow_self_approval"],
+            expires_after_hours=data["expires_after_hours"],
+            source="model",
+        )
+
+
+class RuleOutSchema(Schema):
+    target_type = ma.fields.String(metadata={"enum": [t.value for t in TargetType]})
+    target = ma.fields.String()
+    required_approvals = ma.fields.Integer()
+    approver_role = ma.fields.String()
+    approvers = ma.fields.List(ma.fields.String())
+    approver_group = ma.fields.String(allow_none=True)
+    allow_self_approval = ma.fields.Boolean()
+    expires_after_hours = ma.fields.Integer()
+    source = ma.fields.String(
+        metadata={"description": "model: set for this model; default: the service default"}
+    )
+
+
+class PolicyPutSchema(Schema):
+    rules = ma.fields.List(
+        ma.fields.Nested(RuleSchema),
+        required=True,
+        metadata={"description": "The model's own rules; an empty list reverts to the defaults"},
+    )
+
+
+class PolicySchema(Schema):
+    model_name = ma.fields.String()
+    source = ma.fields.String(metadata={"description": "model or default"})
+    revision = ma.fields.Integer(metadata={"description": "0 while the defaults apply"})
+    updated_at = ma.fields.AwareDateTime(allow_none=True)
+    updated_by = ma.fields.String(allow_none=True)
+    rules = ma.fields.List(
+        ma.fields.Nested(RuleOutSchema),
+        attribute="effective_rules",
+        metadata={"description": "Every rule in force: the model's own, then the defaults"},
+    )

@@ -1,0 +1,1 @@
+"""Promotion requests: request, approve, reject, cancel, comment, retry."""

@@ -1,0 +1,194 @@
+"""Promotion requests: the governed way a version reaches a stage or alias."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import Response, g, request
+from flask.views import MethodView
+
+from registry_service.api import PROBLEM_MIMETYPE, Blueprint, handle_registry_error
+from registry_service.auth import current_context
+from registry_service.domain.entities import Role
+from registry_service.domain.policy import Target
+from registry_service.domain.promotion import Status
+from registry_service.errors import RegistryError, status_for
+from registry_service.resources.promotions.schemas import (
+    ApproveSchema,
+    CancelSchema,
+    CommentCreateSchema,
+    PromotionCreateSchema,
+    PromotionDetailSchema,
+    PromotionListArgsSchema,
+    PromotionPageSchema,
+    RejectSchema,
+)
+from registry_service.services.container import get_services
+from registry_service.services.idempotency import fingerprint
+from registry_service.services.promotions import PromotionFilter
+
+log = logging.getLogger(__name__)
+
+blp = Blueprint(
+    "promotions",
+    __name__,
+    url_prefix="/promotions",
+    description="Request, approve and execute moves of versions to stages and aliases",
+)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _promotions():
+    return get_services().promotions
+
+
+def _json(body, status: int, replayed: bool = False) -> Response:
+    mimetype = PROBLEM_MIMETYPE if status >= 400 else "application/json"
+    response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=mimetype)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _detail(promotion) -> dict:
+    return PromotionDetailSchema().dump(promotion)
+
+
+@blp.route("")
+class Promotions(MethodView):
+    @blp.requires()
+    @blp.arguments(PromotionListArgsSchema, location="query")
+    @blp.response(200, PromotionPageSchema)
+    def get(self, args):
+        """List promotion requests, newest first"""
+        page = _promotions().list(
+            PromotionFilter(
+                model_name=args["model"],
+                status=Status(args["status"]) if args["status"] else None,
+                requester=args["requester"],
+            ),
+            args["max_results"],
+            args["page_token"],
+        )
+        return {"promotions": page.items, "next_page_token": page.next_page_token}
+
+    @blp.requires(Role.REQUESTER)
+    @blp.arguments(PromotionCreateSchema)
+    @blp.response(201, PromotionDetailSchema)
+    @blp.doc(
+        parameters=[
+            {
+                "in": "header",
+                "name": IDEMPOTENCY_HEADER,
+                "required": False,
+                "schema": {"type": "string", "maxLength": 255},
+                "description": "Retries with the same key and body get the first response; "
+                "the same key with another body is refused (422); while the first call "
+                "runs, a retry gets 409",
+            }
+        ]
+    )
+    def post(self, body):
+        """Request a promotion of a version to a stage or alias"""
+        services = get_services()
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        principal = g.principal.name
+        if key is not None:
+            fp = fingerprint("POST", request.path, request.get_json(silent=True))
+            stored = services.idempotency.begin(principal, key, fp)
+            if stored is not None:
+                return _json(stored.body, stored.status, replayed=True)
+        target = (
+            Target.stage(body["target_stage"])
+            if "target_stage" in body
+            else Target.alias(body["target_alias"])
+        )
+        try:
+            promotion = services.promotions.create(
+                current_context(),
+                g.principal,
+                body["model_name"],
+                body["version"],
+                target,
+                body["reason"],
+                body["archive_existing_versions"],
+            )
+        except RegistryError as error:
+            if key is None:
+                raise
+            if status_for(error) >= 500:
+                services.idempotency.release(principal, key)
+                raise
+            problem, status, _ = handle_registry_error(error)
+            services.idempotency.complete(principal, key, status, problem)
+            return _json(problem, status)
+        except Exception:
+            if key is not None:
+                services.idempotency.release(principal, key)
+            raise
+        out = _detail(promotion)
+        if key is not None:
+            services.idempotency.complete(principal, key, 201, out)
+        response = _json(out, 201)
+        response.headers["Location"] = f"{request.path}/{promotion.id}"
+        return response
+
+
+@blp.route("/<int:request_id>")
+class PromotionRequest(MethodView):
+    @blp.requires()
+    @blp.response(200, PromotionDetailSchema)
+    def get(self, request_id):
+        """Show a request with its approvals, comments and audit trail"""
+        return _promotions().get(request_id)
+
+
+@blp.route("/<int:request_id>/approve")
+class Approve(MethodView):
+    @blp.requires(Role.APPROVER)
+    @blp.arguments(ApproveSchema)
+    @blp.response(200, PromotionDetailSchema)
+    def post(self, body, request_id):
+        """Approve; the approval that completes the quorum executes the move"""
+        return _promotions().approve(current_context(), g.principal, request_id, body["comment"])
+
+
+@blp.route("/<int:request_id>/reject")
+class Reject(MethodView):
+    @blp.requires(Role.APPROVER)
+    @blp.arguments(RejectSchema)
+    @blp.response(200, PromotionDetailSchema)
+    def post(self, body, request_id):
+        """Reject with a comment; one rejection ends the request"""
+        return _promotions().reject(current_context(), g.principal, request_id, body["comment"])
+
+
+@blp.route("/<int:request_id>/cancel")
+class Cancel(MethodView):
+    @blp.requires()
+    @blp.arguments(CancelSchema)
+    @blp.response(200, PromotionDetailSchema)
+    def post(self, body, request_id):
+        """Cancel a request (its requester or an admin)"""
+        return _promotions().cancel(current_context(), g.principal, request_id, body["comment"])
+
+
+@blp.route("/<int:request_id>/comments")
+class Comments(MethodView):
+    @blp.requires()
+    @blp.arguments(CommentCreateSchema)
+    @blp.response(201, PromotionDetailSchema)
+    def post(self, body, request_id):
+        """Comment on a request"""
+        return _promotions().comment(current_context(), g.principal, request_id, body["comment"])
+
+
+@blp.route("/<int:request_id>/retry")
+class Retry(MethodView):
+    @blp.requires(Role.ADMIN)
+    @blp.response(200, PromotionDetailSchema)
+    def post(self, request_id):
+        """Execute a failed (or interrupted) approved request again"""
+        return _promotions().retry(current_context(), g.principal, request_id)

@@ -1,0 +1,127 @@
+"""Schemas of the promotions resource."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from registry_service.api import Schema
+from registry_service.domain.promotion import Status
+from registry_service.resources.audit.schemas import AuditEventSchema
+from registry_service.resources.common import PageArgsSchema
+from registry_service.resources.policies.schemas import RuleOutSchema
+
+STATUSES = [s.value for s in Status]
+COMMENT_MAX = 5000
+
+
+def comment_field(**kwargs) -> ma.fields.String:
+    return ma.fields.String(validate=ma.validate.Length(min=1, max=COMMENT_MAX), **kwargs)
+
+
+class PromotionCreateSchema(Schema):
+    model_name = ma.fields.String(required=True)
+    version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+    target_stage = ma.fields.String(metadata={"description": "Staging, Production or Archived"})
+    target_alias = ma.fields.String(metadata={"description": "An alias such as champion"})
+    reason = ma.fields.String(
+        required=True,
+        validate=ma.validate.Length(min=1, max=COMMENT_MAX),
+        metadata={"description": "Why: shown to approvers and kept in the audit log"},
+    )
+    archive_existing_versions = ma.fields.Boolean(
+        load_default=True,
+        metadata={"description": "Archive the versions now in the target stage"},
+    )
+
+    @ma.validates_schema
+    def one_target(self, data, **_):
+        if ("target_stage" in data) == ("target_alias" in data):
+            raise ma.ValidationError("give exactly one of target_stage or target_alias", "_schema")
+
+    @ma.validates("reason")
+    def not_blank(self, value, **_):
+        if not value.strip():
+            raise ma.ValidationError("must not be blank")
+
+
+class ApproveSchema(Schema):
+    comment = comment_field(load_default=None)
+
+
+class RejectSchema(Schema):
+    comment = comment_field(required=True, metadata={"description": "Why it is rejected"})
+
+
+class CancelSchema(Schema):
+    comment = comment_field(load_default=None)
+
+
+class CommentCreateSchema(Schema):
+    comment = comment_field(required=True)
+
+
+class ApprovalSchema(Schema):
+    approver = ma.fields.String()
+    comment = ma.fields.String(allow_none=True)
+    created_at = ma.fields.AwareDateTime()
+
+
+class CommentSchema(Schema):
+    author = ma.fields.String()
+    kind = ma.fields.String(metadata={"enum": ["comment", "rejection", "cancellation"]})
+    body = ma.fields.String()
+    created_at = ma.fields.AwareDateTime()
+
+
+class PromotionSchema(Schema):
+    id = ma.fields.Integer()
+    model_name = ma.fields.String()
+    version = ma.fields.Integer()
+    target_stage = ma.fields.String(allow_none=True)
+    target_alias = ma.fields.String(allow_none=True)
+    archive_existing_versions = ma.fields.Boolean(attribute="archive_existing")
+    reason = ma.fields.String()
+    requester = ma.fields.String()
+    status = ma.fields.String(metadata={"enum": STATUSES})
+    required_approvals = ma.fields.Integer()
+    received_approvals = ma.fields.Integer()
+    approvals = ma.fields.List(ma.fields.Nested(ApprovalSchema))
+    policy = ma.fields.Nested(
+        RuleOutSchema,
+        attribute="rule",
+        metadata={"description": "The policy rule in force when the request was opened"},
+    )
+    replaces_version = ma.fields.Integer(
+        allow_none=True,
+        metadata={"description": "The version holding the target when requested (the champion)"},
+    )
+    evidence = ma.fields.Dict(
+        metadata={
+            "description": "Snapshot at request time: the version, its run's metrics, "
+            "params, and lineage"
+        }
+    )
+    created_at = ma.fields.AwareDateTime()
+    updated_at = ma.fields.AwareDateTime(allow_none=True)
+    expires_at = ma.fields.AwareDateTime()
+    decided_at = ma.fields.AwareDateTime(allow_none=True)
+    executed_at = ma.fields.AwareDateTime(allow_none=True)
+    attempts = ma.fields.Integer(metadata={"description": "Executions started"})
+    last_error = ma.fields.String(allow_none=True)
+    outcome = ma.fields.Dict(allow_none=True)
+    comments = ma.fields.List(ma.fields.Nested(CommentSchema))
+
+
+class PromotionDetailSchema(PromotionSchema):
+    audit_trail = ma.fields.List(ma.fields.Nested(AuditEventSchema))
+
+
+class PromotionListArgsSchema(PageArgsSchema):
+    model = ma.fields.String(load_default=None)
+    status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(STATUSES))
+    requester = ma.fields.String(load_default=None)
+
+
+class PromotionPageSchema(Schema):
+    promotions = ma.fields.List(ma.fields.Nested(PromotionSchema))
+    next_page_token = ma.fields.String(allow_none=True)

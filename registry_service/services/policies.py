@@ -1,0 +1,123 @@
+"""Model policies: read, replace (admin, audited) and the eligible-approver count."""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from registry_service.db.base import utcnow
+from registry_service.db.database import Database
+from registry_service.db.models import ApiTokenRow, ModelPolicyRow, PrincipalRow
+from registry_service.domain.entities import Principal
+from registry_service.domain.names import check_model_name
+from registry_service.domain.policy import Policy, PolicyRule, validate_rules
+from registry_service.errors import ValidationError
+from registry_service.gateway.base import RegistryGateway
+from registry_service.services.audit import AuditLog
+from registry_service.services.context import Context
+
+
+def _policy(name: str, row: ModelPolicyRow | None) -> Policy:
+    if row is None:
+        return Policy(model_name=name)
+    return Policy(
+        model_name=name,
+        rules=tuple(PolicyRule.from_dict(r) for r in row.rules),
+        revision=row.revision,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+    )
+
+
+def active_principals(session: Session) -> list[Principal]:
+    """Principals that can log in now: at least one unrevoked, unexpired token."""
+    now = utcnow()
+    rows = session.execute(
+        select(PrincipalRow)
+        .join(ApiTokenRow, ApiTokenRow.principal_id == PrincipalRow.id)
+        .where(
+            ApiTokenRow.revoked_at.is_(None),
+            or_(ApiTokenRow.expires_at.is_(None), ApiTokenRow.expires_at > now),
+        )
+        .distinct()
+    ).scalars()
+    return [Principal(r.id, r.name, frozenset(r.roles), frozenset(r.groups or ())) for r in rows]
+
+
+def eligible_approvers(
+    session: Session, rule: PolicyRule, requester: str | None = None
+) -> list[str]:
+    """Who could approve under ``rule``; without self-approval, never the requester."""
+    return sorted(
+        p.name
+        for p in active_principals(session)
+        if rule.eligibility(p) is None
+        and not (requester is not None and p.name == requester and not rule.allow_self_approval)
+    )
+
+
+class PolicyService:
+    def __init__(self, gateway: RegistryGateway, db: Database, audit: AuditLog) -> None:
+        self.gateway = gateway
+        self.db = db
+        self.audit = audit
+
+    def get(self, name: str) -> Policy:
+        check_model_name(name)
+        self.gateway.get_registered_model(name)
+        with self.db.read() as session:
+            return _policy(name, session.get(ModelPolicyRow, name))
+
+    def load(self, session: Session, name: str) -> Policy:
+        return _policy(name, session.get(ModelPolicyRow, name))
+
+    def replace(self, ctx: Context, name: str, rules: list[PolicyRule]) -> Policy:
+        """Replace the model's own rules; an empty list falls back to the defaults."""
+        check_model_name(name)
+        rules = validate_rules(rules)
+        self.gateway.get_registered_model(name)
+        with self.db.transaction() as session:
+            self._check_quorums(session, rules)
+            row = session.get(ModelPolicyRow, name, with_for_update=True)
+            before = _policy(name, row)
+            if row is None:
+                row = ModelPolicyRow(model_name=name, revision=0, updated_by=ctx.actor)
+                session.add(row)
+            row.rules = [r.as_dict() for r in rules]
+            row.revision += 1
+            row.updated_at = utcnow()
+            row.updated_by = ctx.actor
+            session.flush()
+            after = _policy(name, row)
+            self.audit.append(
+                session,
+                ctx,
+                "policy.updated",
+                model_name=name,
+                subject=f"policy:{name}",
+                before={
+                    "revision": before.revision,
+                    "rules": [r.as_dict() for r in before.rules],
+                },
+                after={"revision": after.revision, "rules": [r.as_dict() for r in after.rules]},
+            )
+            return after
+
+    def _check_quorums(self, session: Session, rules: list[PolicyRule]) -> None:
+        for i, rule in enumerate(rules):
+            eligible = eligible_approvers(session, rule)
+            if rule.required_approvals > len(eligible):
+                message = (
+                    f"requires {rule.required_approvals} approvals but only {len(eligible)} "
+                    f"principals can approve ({', '.join(eligible) or 'none'})"
+                )
+                raise ValidationError(
+                    f"the rule for {rule.target_type.value} {rule.target!r} {message}",
+                    errors=[
+                        {
+                            "field": f"rules.{i}.required_approvals",
+                            "location": "json",
+                            "message": message,
+                        }
+                    ],
+                )

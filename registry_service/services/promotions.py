@@ -1,0 +1,666 @@
+"""Promotion requests: the workflow's transactions and its exactly-once execution.
+
+Execution, per request, under a lock per (model, target) held by every process:
+1. claim: the request is still approved; the attempt is committed (the intent),
+2. re-validate against MLflow and apply the move there,
+3. record ``executed`` with the model change, or ``failed`` with the reason.
+A crash between 2 and 3 leaves an approved request with a recorded attempt; a retry
+finds the move already applied and records it, so MLflow and our records converge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry_service.db.base import utcnow
+from registry_service.db.database import Database
+from registry_service.db.locks import NamedLocks
+from registry_service.db.models import (
+    OPEN_STATUSES,
+    PromotionApprovalRow,
+    PromotionCommentRow,
+    PromotionRequestRow,
+)
+from registry_service.domain.entities import (
+    ModelVersion,
+    Page,
+    Principal,
+    RegisteredModel,
+    Stage,
+    VersionDetail,
+)
+from registry_service.domain.names import check_model_name
+from registry_service.domain.paging import decode_token, encode_token
+from registry_service.domain.policy import PolicyRule, Target, TargetType
+from registry_service.domain.promotion import Approval, Comment, Promotion, Status
+from registry_service.errors import (
+    BadRequest,
+    ConsistencyError,
+    IllegalTransition,
+    OpenRequestExists,
+    PromotionNotFound,
+    QuorumUnreachable,
+    RegistryError,
+    VersionNotFound,
+)
+from registry_service.gateway.base import RegistryGateway
+from registry_service.services.audit import AuditLog, to_json_value
+from registry_service.services.context import Context
+from registry_service.services.models import ModelService
+from registry_service.services.policies import PolicyService, eligible_approvers
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "system"
+# Stages a version is moved out of by a newer one, so "who holds it" is meaningful.
+HELD_STAGES = (Stage.STAGING.value, Stage.PRODUCTION.value)
+
+
+class StaleRequest(IllegalTransition):
+    """The registry changed since the request was approved; acting would be wrong."""
+
+    code = "stale-request"
+    title = "Request no longer matches the registry"
+
+
+@dataclass(frozen=True)
+class PromotionFilter:
+    model_name: str | None = None
+    status: Status | None = None
+    requester: str | None = None
+
+
+Event = tuple[str, dict[str, Any]]
+
+
+def _to_domain(row: PromotionRequestRow) -> Promotion:
+    return Promotion(
+        id=row.id,
+        model_name=row.model_name,
+        version=row.version,
+        target=Target(TargetType(row.target_type), row.target),
+        requester=row.requester,
+        reason=row.reason,
+        archive_existing=row.archive_existing,
+        rule=PolicyRule.from_dict(row.rule),
+        status=Status(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        replaces_version=row.replaces_version,
+        evidence=dict(row.evidence or {}),
+        approvals=[Approval(a.approver, a.comment, a.created_at) for a in row.approvals],
+        comments=[Comment(c.author, c.kind, c.body, c.created_at) for c in row.comments],
+        updated_at=row.updated_at,
+        decided_at=row.decided_at,
+        executed_at=row.executed_at,
+        execution_started_at=row.execution_started_at,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        outcome=row.outcome,
+    )
+
+
+def _write_back(session: Session, row: PromotionRequestRow, p: Promotion) -> None:
+    row.status = p.status.value
+    row.updated_at = p.updated_at or row.updated_at
+    row.decided_at = p.decided_at
+    row.executed_at = p.executed_at
+    row.execution_started_at = p.execution_started_at
+    row.attempts = p.attempts
+    row.last_error = p.last_error
+    row.outcome = to_json_value(p.outcome)
+    for a in p.approvals[len(row.approvals) :]:
+        row.approvals.append(
+            PromotionApprovalRow(approver=a.approver, comment=a.comment, created_at=a.created_at)
+        )
+    for c in p.comments[len(row.comments) :]:
+        row.comments.append(
+            PromotionCommentRow(author=c.author, kind=c.kind, body=c.body, created_at=c.created_at)
+        )
+
+
+def _holder(model: RegisteredModel, target: Target) -> int | None:
+    if target.type is TargetType.ALIAS:
+        return model.aliases.get(target.name)
+    if target.name in HELD_STAGES:
+        return model.latest_versions.get(target.name)
+    return None
+
+
+def _already_there(mv: ModelVersion, target: Target) -> bool:
+    if target.type is TargetType.ALIAS:
+        return target.name in mv.aliases
+    return mv.stage == target.name
+
+
+def _fmt(version: int | None) -> str:
+    return f"version {version}" if version is not None else "no version"
+
+
+def _evidence(detail: VersionDetail) -> dict[str, Any]:
+    run = detail.run
+    return to_json_value(
+        {
+            "version": detail.version.snapshot(),
+            "run": None
+            if run is None
+            else {
+                "run_id": run.run_id,
+                "experiment_id": run.experiment_id,
+                "run_name": run.run_name,
+                "status": run.status,
+                "user_id": run.user_id,
+                "start_time": run.start_time,
+                "end_time": run.end_time,
+                "metrics": dict(run.metrics),
+                "params": dict(run.params),
+            },
+            "lineage": detail.lineage.as_dict() if detail.lineage else None,
+        }
+    )
+
+
+class PromotionService:
+    def __init__(
+        self,
+        gateway: RegistryGateway,
+        db: Database,
+        audit: AuditLog,
+        policies: PolicyService,
+        models: ModelService,
+        locks: NamedLocks,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.gateway = gateway
+        self.db = db
+        self.audit = audit
+        self.policies = policies
+        self.models = models
+        self.locks = locks
+        self.clock = clock
+
+    # -- audit helper: every step is an event about the request
+    def _event(
+        self, session: Session, ctx: Context, p: Promotion, action: str, after: dict[str, Any]
+    ) -> None:
+        self.audit.append(
+            session,
+            ctx,
+            action,
+            model_name=p.model_name,
+            model_version=p.version,
+            subject=p.subject,
+            after={"request_id": p.id, "status": p.status.value, **after},
+        )
+
+    # -- opening a request
+    def create(
+        self,
+        ctx: Context,
+        principal: Principal,
+        model_name: str,
+        version: int,
+        target: Target,
+        reason: str,
+        archive_existing: bool = True,
+    ) -> Promotion:
+        check_model_name(model_name, "model_name")
+        detail = self.models.get_version(model_name, version)
+        mv = detail.version
+        if mv.status != "READY":
+            raise IllegalTransition(
+                f"version {version} of {model_name!r} is {mv.status}, not READY"
+            )
+        if _already_there(mv, target):
+            raise IllegalTransition(f"version {version} of {model_name!r} already holds {target}")
+        model = self.gateway.get_registered_model(model_name)
+        now = self.clock()
+        try:
+            with self.db.transaction() as session:
+                rule = self.policies.load(session, model_name).rule_for(target)
+                eligible = eligible_approvers(session, rule, requester=principal.name)
+                if rule.required_approvals > len(eligible):
+                    raise QuorumUnreachable(
+                        f"the policy for {target} needs {rule.required_approvals} approvals "
+                        f"but only {len(eligible)} other principals can approve "
+                        f"({', '.join(eligible) or 'none'})",
+                        eligible_approvers=eligible,
+                    )
+                self._expire_slot(session, ctx, model_name, version, target, now)
+                p = Promotion.open(
+                    model_name=model_name,
+                    version=version,
+                    target=target,
+                    requester=principal,
+                    reason=reason,
+                    archive_existing=archive_existing,
+                    rule=rule,
+                    now=now,
+                    replaces_version=_holder(model, target),
+                    evidence=_evidence(detail),
+                )
+                row = PromotionRequestRow(
+                    model_name=model_name,
+                    version=version,
+                    target_type=target.type.value,
+                    target=target.name,
+                    archive_existing=archive_existing,
+                    reason=reason,
+                    requester=principal.name,
+                    status=p.status.value,
+                    rule=rule.as_dict(),
+                    replaces_version=p.replaces_version,
+                    evidence=p.evidence,
+                    created_at=now,
+                    updated_at=now,
+                    expires_at=p.expires_at,
+                    decided_at=p.decided_at,
+                    attempts=0,
+                )
+                session.add(row)
+                try:
+                    session.flush()
+                except IntegrityError as exc:
+                    raise OpenRequestExists("duplicate") from exc
+                p.id = row.id
+                self._event(
+                    session,
+                    ctx,
+                    p,
+                    "promotion.requested",
+                    {
+                        "target": str(target),
+                        "reason": reason,
+                        "required_approvals": rule.required_approvals,
+                        "replaces_version": p.replaces_version,
+                        "archive_existing_versions": archive_existing,
+                    },
+                )
+                if p.status is Status.APPROVED:
+                    self._event(session, ctx, p, "promotion.approved", {"quorum_reached": True})
+        except OpenRequestExists:
+            existing = self._open_request_id(model_name, version, target)
+            raise OpenRequestExists(
+                f"request {existing} for version {version} of {model_name!r} to {target} "
+                "is still open",
+                existing_request_id=existing,
+            ) from None
+        if p.status is Status.APPROVED:
+            self._execute(ctx, p.id)
+        return self.get(p.id)
+
+    def _open_request_id(self, model_name: str, version: int, target: Target) -> int | None:
+        with self.db.read() as session:
+            return session.execute(
+                select(PromotionRequestRow.id).where(
+                    PromotionRequestRow.model_name == model_name,
+                    PromotionRequestRow.version == version,
+                    PromotionRequestRow.target_type == target.type.value,
+                    PromotionRequestRow.target == target.name,
+                    PromotionRequestRow.status.in_(OPEN_STATUSES),
+                )
+            ).scalar_one_or_none()
+
+    def _expire_slot(
+        self,
+        session: Session,
+        ctx: Context,
+        model_name: str,
+        version: int,
+        target: Target,
+        now: datetime,
+    ) -> None:
+        """A pending request past its expiry no longer holds the slot a new one needs."""
+        rows = session.execute(
+            select(PromotionRequestRow)
+            .where(
+                PromotionRequestRow.model_name == model_name,
+                PromotionRequestRow.version == version,
+                PromotionRequestRow.target_type == target.type.value,
+                PromotionRequestRow.target == target.name,
+                PromotionRequestRow.status == Status.PENDING.value,
+                PromotionRequestRow.expires_at <= now,
+            )
+            .with_for_update()
+        ).scalars()
+        for row in rows:
+            self._expire_row(session, ctx, row, now)
+        session.flush()
+
+    def _expire_row(
+        self, session: Session, ctx: Context, row: PromotionRequestRow, now: datetime
+    ) -> Promotion:
+        p = _to_domain(row)
+        p.expire(now)
+        _write_back(session, row, p)
+        self._event(
+            session,
+            Context(SYSTEM_ACTOR, ctx.request_id),
+            p,
+            "promotion.expired",
+            {"expired_at": p.expires_at, "received_approvals": p.received_approvals},
+        )
+        return p
+
+    # -- one locked step on an existing request
+    def _change(
+        self, ctx: Context, request_id: int, step: Callable[[Promotion, datetime], list[Event]]
+    ) -> Promotion:
+        expired_at = slot = None
+        try:
+            with self.db.transaction() as session:
+                row = session.get(PromotionRequestRow, request_id, with_for_update=True)
+                if row is None:
+                    raise PromotionNotFound(f"no promotion request with id {request_id}")
+                slot = (row.model_name, row.version, _to_domain(row).target)
+                now = self.clock()
+                if _to_domain(row).is_due(now):
+                    # Committed even though the caller's step is refused.
+                    expired_at = self._expire_row(session, ctx, row, now).expires_at
+                    p = None
+                else:
+                    p = _to_domain(row)
+                    events = step(p, now)
+                    _write_back(session, row, p)
+                    try:
+                        session.flush()
+                    except IntegrityError as exc:
+                        raise OpenRequestExists("duplicate") from exc
+                    for action, after in events:
+                        self._event(session, ctx, p, action, after)
+        except OpenRequestExists:
+            existing = self._open_request_id(*slot)
+            raise OpenRequestExists(
+                f"request {existing} now holds the same version and target; "
+                f"request {request_id} cannot be reopened",
+                existing_request_id=existing,
+            ) from None
+        if expired_at is not None:
+            raise IllegalTransition(
+                f"request {request_id} expired at {expired_at.isoformat()} without reaching "
+                "its quorum",
+                status=Status.EXPIRED.value,
+            )
+        return p
+
+    def approve(
+        self, ctx: Context, principal: Principal, request_id: int, comment: str | None
+    ) -> Promotion:
+        reached = False
+
+        def step(p: Promotion, now: datetime) -> list[Event]:
+            nonlocal reached
+            reached = p.approve(principal, comment, now)
+            return [
+                (
+                    "promotion.approved",
+                    {
+                        "approver": principal.name,
+                        "comment": comment,
+                        "received_approvals": p.received_approvals,
+                        "required_approvals": p.required_approvals,
+                        "quorum_reached": reached,
+                    },
+                )
+            ]
+
+        self._change(ctx, request_id, step)
+        if reached:
+            self._execute(ctx, request_id)
+        return self.get(request_id)
+
+    def reject(
+        self, ctx: Context, principal: Principal, request_id: int, comment: str
+    ) -> Promotion:
+        def step(p: Promotion, now: datetime) -> list[Event]:
+            p.reject(principal, comment, now)
+            return [("promotion.rejected", {"reviewer": principal.name, "comment": comment})]
+
+        self._change(ctx, request_id, step)
+        return self.get(request_id)
+
+    def cancel(
+        self, ctx: Context, principal: Principal, request_id: int, comment: str | None
+    ) -> Promotion:
+        def step(p: Promotion, now: datetime) -> list[Event]:
+            p.cancel(principal, comment, now)
+            return [("promotion.cancelled", {"by": principal.name, "comment": comment})]
+
+        self._change(ctx, request_id, step)
+        return self.get(request_id)
+
+    def comment(self, ctx: Context, principal: Principal, request_id: int, body: str) -> Promotion:
+        def step(p: Promotion, now: datetime) -> list[Event]:
+            p.comment(principal, body, now)
+            return [("promotion.commented", {"author": principal.name, "comment": body})]
+
+        self._change(ctx, request_id, step)
+        return self.get(request_id)
+
+    def retry(self, ctx: Context, principal: Principal, request_id: int) -> Promotion:
+        def step(p: Promotion, now: datetime) -> list[Event]:
+            previous = p.status.value
+            p.retry(principal, now)
+            return [
+                (
+                    "promotion.retried",
+                    {"by": principal.name, "previous_status": previous, "attempts": p.attempts},
+                )
+            ]
+
+        self._change(ctx, request_id, step)
+        self._execute(ctx, request_id)
+        return self.get(request_id)
+
+    # -- execution
+    def _execute(self, ctx: Context, request_id: int) -> None:
+        with self.db.read() as session:
+            row = session.get(PromotionRequestRow, request_id)
+            lock_name = f"promotion:{row.model_name}\x00{row.target_type}:{row.target}"
+        with self.locks.hold(lock_name):
+            claimed = self._claim(ctx, request_id)
+            if claimed is None:
+                return  # another worker settled it while we waited for the lock
+            try:
+                outcome = self._apply(claimed)
+            except StaleRequest as exc:
+                self._settle_failed(ctx, request_id, exc.detail)
+                return
+            except RegistryError as exc:
+                self._settle_failed(ctx, request_id, f"{exc.title}: {exc.detail}")
+                return
+            self._settle_executed(ctx, claimed, outcome)
+
+    def _claim(self, ctx: Context, request_id: int) -> Promotion | None:
+        with self.db.transaction() as session:
+            row = session.get(PromotionRequestRow, request_id, with_for_update=True)
+            p = _to_domain(row)
+            if p.status is not Status.APPROVED:
+                return None
+            p.start_execution(self.clock())
+            _write_back(session, row, p)
+            self._event(session, ctx, p, "promotion.execution_started", {"attempt": p.attempts})
+            return p
+
+    def _apply(self, p: Promotion) -> dict[str, Any]:
+        """Re-validate against MLflow, then move the version there."""
+        name, version, target = p.model_name, p.version, p.target
+        try:
+            mv = self.gateway.get_model_version(name, version)
+        except VersionNotFound as exc:
+            raise StaleRequest(f"version {version} of {name!r} no longer exists") from exc
+        if mv.status != "READY":
+            raise StaleRequest(f"version {version} of {name!r} is {mv.status}, not READY")
+        holder = _holder(self.gateway.get_registered_model(name), target)
+        if _already_there(mv, target):
+            if p.attempts > 1:
+                # An earlier attempt applied it but could not record it: record it now.
+                return {"reconciled": True, "replaced_version": p.replaces_version}
+            raise StaleRequest(f"version {version} already holds {target}; nothing to do")
+        if (target.type is TargetType.ALIAS or target.name in HELD_STAGES) and (
+            holder != p.replaces_version
+        ):
+            raise StaleRequest(
+                f"{target} moved from {_fmt(p.replaces_version)} to {_fmt(holder)} since the "
+                f"request was opened; its approvals were for replacing "
+                f"{_fmt(p.replaces_version)}. Open a new request."
+            )
+        if target.type is TargetType.STAGE:
+            result = self.gateway.transition_stage(
+                name, version, Stage.parse(target.name), p.archive_existing
+            )
+            return {
+                "from_stage": mv.stage,
+                "to_stage": result.version.stage,
+                "archived_versions": result.archived,
+                "replaced_version": holder,
+            }
+        previous = self.gateway.set_alias(name, target.name, version)
+        return {"alias": target.name, "previous_version": previous, "replaced_version": holder}
+
+    def _undo(self, p: Promotion, outcome: dict[str, Any]) -> None:
+        if outcome.get("reconciled"):
+            raise ConsistencyError("a reconciled move is not undone")
+        if p.target.type is TargetType.ALIAS:
+            if outcome["previous_version"] is None:
+                self.gateway.delete_alias(p.model_name, p.target.name)
+            else:
+                self.gateway.set_alias(p.model_name, p.target.name, outcome["previous_version"])
+            return
+        self.gateway.transition_stage(
+            p.model_name, p.version, Stage.parse(outcome["from_stage"]), False
+        )
+        for archived in outcome["archived_versions"]:
+            self.gateway.transition_stage(p.model_name, archived, Stage.parse(p.target.name), False)
+
+    def _settle_executed(self, ctx: Context, p: Promotion, outcome: dict[str, Any]) -> None:
+        try:
+            with self.db.transaction() as session:
+                row = session.get(PromotionRequestRow, p.id, with_for_update=True)
+                p = _to_domain(row)
+                p.executed(outcome, self.clock())
+                _write_back(session, row, p)
+                self._event(session, ctx, p, "promotion.executed", {"outcome": outcome})
+                self._model_change_event(session, ctx, p, outcome)
+        except RegistryError as exc:
+            try:
+                self._undo(p, outcome)
+            except RegistryError:
+                log.critical(
+                    "promotion %s applied in MLflow but not recorded; a retry records it",
+                    p.id,
+                    exc_info=True,
+                )
+                raise ConsistencyError(
+                    f"request {p.id} was applied in MLflow but could not be recorded; it stays "
+                    "approved and a retry records it",
+                    reverted=False,
+                ) from exc
+            raise ConsistencyError(
+                f"request {p.id} could not be recorded, so its move was undone in MLflow; "
+                "it stays approved and a retry executes it",
+                reverted=True,
+            ) from exc
+
+    def _model_change_event(
+        self, session: Session, ctx: Context, p: Promotion, outcome: dict[str, Any]
+    ) -> None:
+        if p.target.type is TargetType.ALIAS:
+            action = "alias.set"
+            before = {"alias": p.target.name, "version": p.replaces_version}
+            after = {"alias": p.target.name, "version": p.version}
+        else:
+            action = "version.stage_changed"
+            before = {"stage": outcome.get("from_stage")}
+            after = {"stage": p.target.name, "archived_versions": outcome.get("archived_versions")}
+        self.audit.append(
+            session,
+            ctx,
+            action,
+            model_name=p.model_name,
+            model_version=p.version,
+            subject=p.subject,
+            before=before,
+            after={**after, "promotion_request": p.id},
+        )
+
+    def _settle_failed(self, ctx: Context, request_id: int, error: str) -> None:
+        with self.db.transaction() as session:
+            row = session.get(PromotionRequestRow, request_id, with_for_update=True)
+            p = _to_domain(row)
+            p.failed(error, self.clock())
+            _write_back(session, row, p)
+            self._event(session, ctx, p, "promotion.failed", {"error": error})
+
+    # -- reads
+    def get(self, request_id: int) -> Promotion:
+        with self.db.read() as session:
+            row = session.get(PromotionRequestRow, request_id)
+            if row is None:
+                raise PromotionNotFound(f"no promotion request with id {request_id}")
+            p = _to_domain(row)
+        p.audit_trail = self.audit.trail(p.subject)
+        return p
+
+    def expire_due(self, ctx: Context, limit: int = 500) -> int:
+        """Expire pending requests past their deadline; returns how many."""
+        now = self.clock()
+        with self.db.read() as session:
+            due = session.execute(
+                select(PromotionRequestRow.id)
+                .where(
+                    PromotionRequestRow.status == Status.PENDING.value,
+                    PromotionRequestRow.expires_at <= now,
+                )
+                .limit(1)
+            ).first()
+        if due is None:
+            return 0
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(PromotionRequestRow)
+                .where(
+                    PromotionRequestRow.status == Status.PENDING.value,
+                    PromotionRequestRow.expires_at <= now,
+                )
+                .order_by(PromotionRequestRow.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+            count = 0
+            for row in rows:
+                self._expire_row(session, ctx, row, now)
+                count += 1
+            return count
+
+    def list(
+        self, filters: PromotionFilter, max_results: int, page_token: str | None
+    ) -> Page[Promotion]:
+        """Newest first."""
+        self.expire_due(Context(SYSTEM_ACTOR))
+        before = decode_token(page_token).get("before")
+        if before is not None and not isinstance(before, int):
+            raise BadRequest("page_token is not a token this service issued")
+        stmt = select(PromotionRequestRow)
+        if filters.model_name is not None:
+            stmt = stmt.where(PromotionRequestRow.model_name == filters.model_name)
+        if filters.status is not None:
+            stmt = stmt.where(PromotionRequestRow.status == filters.status.value)
+        if filters.requester is not None:
+            stmt = stmt.where(PromotionRequestRow.requester == filters.requester)
+        if before is not None:
+            stmt = stmt.where(PromotionRequestRow.id < before)
+        stmt = stmt.order_by(PromotionRequestRow.id.desc()).limit(max_results + 1)
+        with self.db.read() as session:
+            rows = list(session.execute(stmt).scalars())
+            items = [_to_domain(r) for r in rows[:max_results]]
+        more = len(rows) > max_results
+        return Page(items, encode_token({"before": items[-1].id}) if more and items else None)
