@@ -153,7 +153,7 @@ class Promotion:
         if self.status is not Status.PENDING:
             raise IllegalTransition(
                 f"request {self.id} is {self.status.value}; only pending requests can be {action}",
-                status=self.status.value,
+                request_status=self.status.value,
             )
 
     def _check_reviewer(self, principal: Principal, action: str) -> None:
@@ -195,12 +195,12 @@ class Promotion:
         if self.status is Status.APPROVED and self.execution_started_at is not None:
             raise IllegalTransition(
                 f"request {self.id} started executing; retry it to settle its outcome",
-                status=self.status.value,
+                request_status=self.status.value,
             )
         if self.status not in (Status.PENDING, Status.APPROVED, Status.FAILED):
             raise IllegalTransition(
                 f"request {self.id} is {self.status.value} and can no longer be cancelled",
-                status=self.status.value,
+                request_status=self.status.value,
             )
         if comment:
             self.comments.append(Comment(principal.name, "cancellation", comment, now))
@@ -217,7 +217,7 @@ class Promotion:
         if self.status is not Status.APPROVED:
             raise IllegalTransition(
                 f"request {self.id} is {self.status.value}; only approved requests execute",
-                status=self.status.value,
+                request_status=self.status.value,
             )
         self.attempts += 1
         self.execution_started_at = now
@@ -244,7 +244,7 @@ class Promotion:
             raise IllegalTransition(
                 f"request {self.id} is {self.status.value}; only failed or approved requests "
                 "can be retried",
-                status=self.status.value,
+                request_status=self.status.value,
             )
         self._move(Status.APPROVED, now)
 

@@ -32,15 +32,16 @@ def _policy(name: str, row: ModelPolicyRow | None) -> Policy:
 def active_principals(session: Session) -> list[Principal]:
     """Principals that can log in now: at least one unrevoked, unexpired token."""
     now = utcnow()
-    rows = session.execute(
-        select(PrincipalRow)
-        .join(ApiTokenRow, ApiTokenRow.principal_id == PrincipalRow.id)
+    usable = (
+        select(ApiTokenRow.id)
         .where(
+            ApiTokenRow.principal_id == PrincipalRow.id,
             ApiTokenRow.revoked_at.is_(None),
             or_(ApiTokenRow.expires_at.is_(None), ApiTokenRow.expires_at > now),
         )
-        .distinct()
-    ).scalars()
+        .exists()
+    )
+    rows = session.execute(select(PrincipalRow).where(usable)).scalars()
     return [Principal(r.id, r.name, frozenset(r.roles), frozenset(r.groups or ())) for r in rows]
 
 

@@ -213,6 +213,7 @@ class PromotionService:
         archive_existing: bool = True,
     ) -> Promotion:
         check_model_name(model_name, "model_name")
+        model = self.gateway.get_registered_model(model_name)
         detail = self.models.get_version(model_name, version)
         mv = detail.version
         if mv.status != "READY":
@@ -221,7 +222,6 @@ class PromotionService:
             )
         if _already_there(mv, target):
             raise IllegalTransition(f"version {version} of {model_name!r} already holds {target}")
-        model = self.gateway.get_registered_model(model_name)
         now = self.clock()
         try:
             with self.db.transaction() as session:
@@ -387,7 +387,7 @@ class PromotionService:
             raise IllegalTransition(
                 f"request {request_id} expired at {expired_at.isoformat()} without reaching "
                 "its quorum",
-                status=Status.EXPIRED.value,
+                request_status=Status.EXPIRED.value,
             )
         return p
 
