@@ -103,11 +103,16 @@ class MlflowServer:
 
     @classmethod
     def start(
-        cls, backend_uri: str, timeout: float = 120.0, workers: int | None = 1
+        cls,
+        backend_uri: str,
+        timeout: float = 120.0,
+        workers: int | None = 1,
+        port: int | None = None,
     ) -> MlflowServer:
-        """``workers=None`` keeps MLflow's own default (several uvicorn workers)."""
+        """``workers=None`` keeps MLflow's own default (several uvicorn workers);
+        ``port`` restarts a stopped server where its clients expect it."""
         root = Path(tempfile.mkdtemp(prefix="registry-mlflow-"))
-        port = free_port()
+        port = port or free_port()
         mlflow_bin = Path(sys.executable).parent / "mlflow"
         log = open(root / "server.log", "wb")  # noqa: SIM115  (closed with the process)
         process = subprocess.Popen(
@@ -122,8 +127,7 @@ class MlflowServer:
                 "127.0.0.1",
                 "--port",
                 str(port),
-                "--workers",
-                "1",
+                *(["--workers", str(workers)] if workers is not None else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,179 @@
+"""Exactly-once execution under real concurrency: threads, two service stacks (as two
+gunicorn workers have), PostgreSQL and a real MLflow server."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from registry_service.config import Settings
+from registry_service.domain.policy import PolicyRule, Target, TargetType
+from registry_service.domain.promotion import Status
+from registry_service.errors import RegistryError
+from registry_service.services.audit import AuditFilter
+from registry_service.services.container import build_services
+from registry_service.services.context import Context
+
+CTX = Context(actor="race-test")
+PRODUCTION = Target.stage("Production")
+
+
+@pytest.fixture
+def workers(registry_db_url, mlflow_uri):
+    """Two independent stacks: own engines, pools and MLflow clients."""
+    settings = Settings.from_env().with_overrides(
+        database_url=registry_db_url,
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_registry_uri=mlflow_uri,
+    )
+    stacks = [build_services(settings), build_services(settings)]
+    yield stacks
+    for stack in stacks:
+        stack.close()
+
+
+@pytest.fixture
+def people(workers, identities):
+    """Principals as the API would see them: requester plus four approvers."""
+    tokens = workers[0].tokens
+    secret, _ = tokens.create(CTX, f"approver3-{uuid.uuid4().hex[:6]}", ["approver"])
+    found = {
+        key: tokens.authenticate(identities[key]["token"])
+        for key in ("requester", "approver", "approver2", "admin")
+    }
+    found["approver3"] = tokens.authenticate(secret)
+    return found
+
+
+@pytest.fixture
+def model(workers, model_name, make_run):
+    models = workers[0].models
+    models.create_model(CTX, model_name, None, {})
+    for _ in range(3):
+        models.register_version(CTX, model_name, make_run(), "model", None, {})
+    return model_name
+
+
+def run_together(calls):
+    """Start every call at the same instant; return results or raised errors in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(i, call):
+        barrier.wait()
+        try:
+            results[i] = call()
+        except RegistryError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def production_versions(workers, model):
+    page = workers[0].gateway.search_model_versions(model, 100, None)
+    return sorted(v.version for v in page.items if v.stage == "Production")
+
+
+def test_racing_approvals_execute_exactly_once(workers, people, model):
+    approvers = [people[k] for k in ("approver", "approver2", "admin", "approver3")]
+    trials = 200
+    for trial in range(trials):
+        version = 1 + trial % 2
+        opened = workers[0].promotions.create(
+            CTX, people["requester"], model, version, PRODUCTION, f"trial {trial}"
+        )
+        results = run_together(
+            [
+                lambda w=workers[i % 2], p=p, rid=opened.id: w.promotions.approve(CTX, p, rid, None)
+                for i, p in enumerate(approvers)
+            ]
+        )
+        accepted = [r for r in results if not isinstance(r, RegistryError)]
+        refused = [r for r in results if isinstance(r, RegistryError)]
+        assert len(accepted) == 2, (trial, results)
+        assert {e.code for e in refused} == {"illegal-transition"}, (trial, results)
+        final = workers[1].promotions.get(opened.id)
+        actions = [e.action for e in final.audit_trail]
+        assert final.status is Status.EXECUTED, (trial, final.last_error)
+        assert final.received_approvals == 2
+        assert actions.count("promotion.execution_started") == 1, (trial, actions)
+        assert actions.count("promotion.executed") == 1, (trial, actions)
+    assert production_versions(workers, model) == [1 + (trials - 1) % 2]
+    moves = (
+        workers[0]
+        .audit.list(AuditFilter(model_name=model, action="version.stage_changed"), 500, None)
+        .items
+    )
+    assert len(moves) == trials
+
+
+def test_racing_requests_for_one_target_leave_the_last_executed(workers, people, model):
+    services = workers[0]
+    services.policies.replace(
+        CTX, model, [PolicyRule(TargetType.STAGE, "Production", required_approvals=1)]
+    )
+    for trial in range(15):
+        holder = (production_versions(workers, model) or [None])[0]
+        candidates = [v for v in (1, 2, 3) if v != holder][:2]
+        opened = [
+            services.promotions.create(CTX, people["requester"], model, v, PRODUCTION, "race")
+            for v in candidates
+        ]
+        run_together(
+            [
+                lambda w=workers[i], p=p, r=r: w.promotions.approve(CTX, p, r.id, None)
+                for i, (p, r) in enumerate(
+                    zip((people["approver"], people["approver2"]), opened, strict=True)
+                )
+            ]
+        )
+        finals = [services.promotions.get(r.id) for r in opened]
+        statuses = sorted(f.status.value for f in finals)
+        assert statuses == ["executed", "failed"], (trial, [f.last_error for f in finals])
+        winner = next(f for f in finals if f.status is Status.EXECUTED)
+        loser = next(f for f in finals if f.status is Status.FAILED)
+        assert "moved from" in loser.last_error
+        assert production_versions(workers, model) == [winner.version]
+
+
+def test_an_interrupted_execution_is_settled_by_retry(workers, people, model, mlflow_client):
+    """A worker dies after MLflow applied the move but before recording it."""
+    services = workers[0]
+    services.policies.replace(
+        CTX, model, [PolicyRule(TargetType.ALIAS, "champion", required_approvals=1)]
+    )
+    opened = services.promotions.create(
+        CTX, people["requester"], model, 2, Target.alias("champion"), "ship it"
+    )
+    # What the approval does, minus the final record: approve, claim, apply.
+    services.promotions._change(
+        CTX,
+        opened.id,
+        lambda p, now: (
+            [("promotion.approved", {})] if p.approve(people["approver"], None, now) else []
+        ),
+    )
+    claimed = services.promotions._claim(CTX, opened.id)
+    services.promotions._apply(claimed)
+    assert mlflow_client.get_model_version_by_alias(model, "champion").version == "2"
+
+    stuck = services.promotions.get(opened.id)
+    assert stuck.status is Status.APPROVED and stuck.attempts == 1
+    with pytest.raises(RegistryError) as refused:
+        services.promotions.cancel(CTX, people["requester"], opened.id, None)
+    assert refused.value.code == "illegal-transition"
+    with pytest.raises(RegistryError) as not_admin:
+        services.promotions.retry(CTX, people["approver"], opened.id)
+    assert not_admin.value.code == "forbidden"
+
+    settled = workers[1].promotions.retry(CTX, people["admin"], opened.id)
+    assert settled.status is Status.EXECUTED
+    assert settled.outcome["reconciled"] is True and settled.attempts == 2
+    assert mlflow_client.get_model_version_by_alias(model, "champion").version == "2"
