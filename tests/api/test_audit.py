@@ -75,3 +75,14 @@ def test_head_is_latest_event(client, auth, model_name):
 
 def test_audit_needs_a_token(client):
     assert client.get("/api/v1/audit").status_code == 401
+
+
+def test_verify_walks_the_whole_chain(client, auth):
+    head = client.get("/api/v1/audit/head", headers=auth()).json
+    response = client.get("/api/v1/audit/verify", headers=auth())
+    assert response.status_code == 200
+    body = response.json
+    assert body["ok"] is True and body["first_broken_seq"] is None
+    assert body["events_checked"] >= head["seq"] > 0
+    assert body["head_seq"] >= head["seq"]
+    assert client.get("/api/v1/audit/verify").status_code == 401

@@ -27,6 +27,7 @@ def broken_audit_app(pg_server_url, mlflow_uri, identities, registry_db_url):
             for row in rows:
                 if table == "principals":
                     row["roles"] = json.dumps(row["roles"])
+                    row["groups"] = json.dumps(row["groups"])
                 dst.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({params})"), row)
     source.dispose()
     app = create_app(

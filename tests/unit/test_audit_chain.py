@@ -76,3 +76,13 @@ def test_list_filters_and_pages_newest_first(audit, ctx):
     assert [e.after["i"] for e in rest.items] == [2, 1, 0]
     assert rest.next_page_token is None
     assert [e.model_name for e in audit.list(AuditFilter(actor="other"), 10, None).items] == ["b"]
+
+
+def test_verify_reports_the_first_altered_event(db, audit, ctx):
+    for i in range(4):
+        audit.record(ctx, "model.updated", model_name="m", after={"i": i}, subject=f"promotion:{i}")
+    assert audit.verify(batch_size=3).ok
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET subject = 'promotion:9' WHERE seq = 2"))
+    result = audit.verify(batch_size=3)
+    assert (result.ok, result.first_broken_seq, result.events_checked) == (False, 2, 2)
