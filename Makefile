@@ -37,6 +37,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/version_latency.py
+	$(BIN)/python bench/promotion_latency.py
+	$(BIN)/python bench/audit_scale.py
 
 clean:
 	rm -rf $(VENV) .registry .pytest_cache .ruff_cache *.egg-info

@@ -39,6 +39,10 @@ def upgrade() -> None:
     )
     op.add_column("audit_events", sa.Column("subject", sa.String(64), nullable=True))
     op.create_index("ix_audit_events_subject_seq", "audit_events", ["subject", "seq"])
+    op.create_index("ix_audit_events_action_occurred_at", "audit_events", ["action", "occurred_at"])
+    op.create_index(
+        "ix_audit_events_model_name_occurred_at", "audit_events", ["model_name", "occurred_at"]
+    )
 
     op.create_table(
         "model_policies",
@@ -159,6 +163,8 @@ def downgrade() -> None:
     op.drop_table("promotion_approvals")
     op.drop_table("promotion_requests")
     op.drop_table("model_policies")
+    op.drop_index("ix_audit_events_model_name_occurred_at", table_name="audit_events")
+    op.drop_index("ix_audit_events_action_occurred_at", table_name="audit_events")
     op.drop_index("ix_audit_events_subject_seq", table_name="audit_events")
     op.drop_column("audit_events", "subject")
     op.drop_column("principals", "groups")

@@ -61,6 +61,10 @@ class AuditEventRow(Base):
         Index("ix_audit_events_action_seq", "action", "seq"),
         Index("ix_audit_events_occurred_at", "occurred_at"),
         Index("ix_audit_events_subject_seq", "subject", "seq"),
+        # Time-window filters: without these, a window deep in the past scans the
+        # (action|model, seq) index backwards through everything newer.
+        Index("ix_audit_events_action_occurred_at", "action", "occurred_at"),
+        Index("ix_audit_events_model_name_occurred_at", "model_name", "occurred_at"),
     )
 
     seq: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=False)

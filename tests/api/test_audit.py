@@ -86,3 +86,22 @@ def test_verify_walks_the_whole_chain(client, auth):
     assert body["events_checked"] >= head["seq"] > 0
     assert body["head_seq"] >= head["seq"]
     assert client.get("/api/v1/audit/verify").status_code == 401
+
+
+def test_verify_from_an_exported_checkpoint(client, auth):
+    head = client.get("/api/v1/audit/head", headers=auth()).json
+    client.get("/api/v1/auth/whoami", headers=auth())
+    ok = client.get(
+        "/api/v1/audit/verify",
+        headers=auth(),
+        query_string={"after_seq": head["seq"], "after_hash": head["hash"]},
+    ).json
+    assert ok["ok"] is True and ok["from_seq"] == head["seq"]
+    forged = client.get(
+        "/api/v1/audit/verify",
+        headers=auth(),
+        query_string={"after_seq": head["seq"], "after_hash": "f" * 64},
+    ).json
+    assert forged["ok"] is False and forged["first_broken_seq"] == head["seq"]
+    half = client.get("/api/v1/audit/verify", headers=auth(), query_string={"after_seq": 1})
+    assert half.status_code == 422

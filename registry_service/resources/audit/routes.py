@@ -10,6 +10,7 @@ from registry_service.resources.audit.schemas import (
     AuditHeadSchema,
     AuditPageSchema,
     AuditVerificationSchema,
+    AuditVerifyArgsSchema,
 )
 from registry_service.services.audit import AuditFilter
 from registry_service.services.container import get_services
@@ -55,7 +56,8 @@ class AuditHead(MethodView):
 @blp.route("/verify")
 class AuditVerify(MethodView):
     @blp.requires()
+    @blp.arguments(AuditVerifyArgsSchema, location="query")
     @blp.response(200, AuditVerificationSchema)
-    def get(self):
-        """Recompute the hash chain from the first event and report the first break"""
-        return get_services().audit.verify()
+    def get(self, args):
+        """Recompute the hash chain (whole, or after a checkpoint) and report the first break"""
+        return get_services().audit.verify(args["after_seq"], args["after_hash"])

@@ -54,8 +54,27 @@ class AuditHeadSchema(Schema):
     hash = ma.fields.String(metadata={"description": "Its chain hash"})
 
 
+class AuditVerifyArgsSchema(Schema):
+    after_seq = ma.fields.Integer(
+        load_default=0,
+        validate=ma.validate.Range(min=0),
+        metadata={"description": "Start after this checkpoint (a previously exported head)"},
+    )
+    after_hash = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Regexp(r"^[0-9a-f]{64}$"),
+        metadata={"description": "The checkpoint's hash, as exported"},
+    )
+
+    @ma.validates_schema
+    def both_or_neither(self, data, **_):
+        if bool(data.get("after_seq")) != bool(data.get("after_hash")):
+            raise ma.ValidationError("give after_seq and after_hash together", "after_hash")
+
+
 class AuditVerificationSchema(Schema):
     ok = ma.fields.Boolean(metadata={"description": "True when every hash and link checks out"})
+    from_seq = ma.fields.Integer(metadata={"description": "Checkpoint the walk started after"})
     events_checked = ma.fields.Integer()
     head_seq = ma.fields.Integer()
     head_hash = ma.fields.String()

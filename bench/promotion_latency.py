@@ -1,0 +1,171 @@
+"""Approve-to-executed latency: the approval that completes the quorum, over HTTP.
+
+Starts PostgreSQL (our tables and MLflow's backend), a real `mlflow server` and
+registry-service under gunicorn (2 workers x 8 threads). Each trial opens a request
+for Production (default policy: 2 approvals), approves once, then times the second
+approval, whose response returns after the move is executed in MLflow and recorded.
+The baseline, in the same run, is MLflow's own transition-stage REST call with
+archive_existing_versions (what an ungoverned promotion costs).
+
+    python bench/promotion_latency.py [--trials 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.version_latency import percentile, start_service, stop  # noqa: E402
+from tests.rig import MlflowServer, Postgres, create_database, free_port  # noqa: E402
+
+
+def summary(label: str, samples: list[float]) -> dict:
+    figures = {
+        "p50": percentile(samples, 50),
+        "p95": percentile(samples, 95),
+        "p99": percentile(samples, 99),
+    }
+    print(
+        f"{label:<58} p50 {figures['p50']:7.2f}  p95 {figures['p95']:7.2f}  "
+        f"p99 {figures['p99']:7.2f} ms  (n={len(samples)})"
+    )
+    return figures
+
+
+def token(cli: str, env: dict, name: str, role: str) -> dict:
+    secret = subprocess.run(
+        [cli, "tokens", "create", "--name", name, "--role", role],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=100)
+    args = parser.parse_args()
+
+    from mlflow.tracking import MlflowClient
+
+    workdir = Path(tempfile.mkdtemp(prefix="registry-bench-"))
+    pg = Postgres.start()
+    server = None
+    service = None
+    try:
+        server = MlflowServer.start(create_database(pg.url, "mlflow"))
+        client = MlflowClient(server.uri)
+        run = client.create_run(client.create_experiment("bench"))
+        client.log_metric(run.info.run_id, "auc", 0.9)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model").mkdir()
+            (Path(tmp) / "model" / "MLmodel").write_text("flavors: {}\n")
+            client.log_artifacts(run.info.run_id, str(Path(tmp) / "model"), "model")
+        client.set_terminated(run.info.run_id)
+
+        env = {
+            **os.environ,
+            "REGISTRY_DATA_DIR": str(workdir / "registry"),
+            "REGISTRY_DATABASE_URL": create_database(pg.url, "registry"),
+            "MLFLOW_TRACKING_URI": server.uri,
+        }
+        cli = str(Path(sys.executable).parent / "registry-service")
+        subprocess.run([cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+        requester = token(cli, env, "ci-bot", "requester")
+        approvers = [token(cli, env, f"approver-{i}", "approver") for i in (1, 2)]
+
+        port = free_port()
+        service = start_service(env, port)
+        api = f"http://127.0.0.1:{port}/api/v1"
+        http = requests.Session()
+        for model in ("bench-governed", "bench-plain"):
+            http.post(f"{api}/models", headers=requester, json={"name": model}).raise_for_status()
+            for _ in range(2):
+                http.post(
+                    f"{api}/models/{model}/versions",
+                    headers=requester,
+                    json={"run_id": run.info.run_id},
+                ).raise_for_status()
+
+        transition = f"{server.uri}/api/2.0/mlflow/model-versions/transition-stage"
+        baseline = []
+        for i in range(args.trials + 5):
+            started = time.perf_counter()
+            http.post(
+                transition,
+                json={
+                    "name": "bench-plain",
+                    "version": str(1 + i % 2),
+                    "stage": "Production",
+                    "archive_existing_versions": True,
+                },
+            ).raise_for_status()
+            if i >= 5:
+                baseline.append((time.perf_counter() - started) * 1000)
+
+        first, final, opened = [], [], []
+        for i in range(args.trials + 5):
+            started = time.perf_counter()
+            created = http.post(
+                f"{api}/promotions",
+                headers=requester,
+                json={
+                    "model_name": "bench-governed",
+                    "version": 1 + i % 2,
+                    "target_stage": "Production",
+                    "reason": f"trial {i}",
+                },
+            )
+            created.raise_for_status()
+            open_ms = (time.perf_counter() - started) * 1000
+            request_id = created.json()["id"]
+            started = time.perf_counter()
+            http.post(
+                f"{api}/promotions/{request_id}/approve", headers=approvers[0], json={}
+            ).raise_for_status()
+            first_ms = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            done = http.post(
+                f"{api}/promotions/{request_id}/approve", headers=approvers[1], json={}
+            )
+            final_ms = (time.perf_counter() - started) * 1000
+            done.raise_for_status()
+            if done.json()["status"] != "executed":
+                raise SystemExit(f"trial {i} ended {done.json()['status']}: {done.json()}")
+            if i >= 5:
+                opened.append(open_ms)
+                first.append(first_ms)
+                final.append(final_ms)
+
+        print(f"{args.trials} trials after 5 warm-up; PostgreSQL for both; 2 cores shared")
+        base = summary("MLflow transition-stage REST (archive existing), baseline", baseline)
+        summary("ours POST /promotions (policy, evidence snapshot)", opened)
+        summary("ours approve, quorum not yet reached", first)
+        ours = summary("ours approve that completes quorum -> executed", final)
+        print()
+        print(f"ratio p50 approve-to-executed / MLflow transition: {ours['p50'] / base['p50']:.2f}")
+        print(f"ratio p95 approve-to-executed / MLflow transition: {ours['p95'] / base['p95']:.2f}")
+    finally:
+        if service is not None:
+            stop(service)
+        if server is not None:
+            server.stop()
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
