@@ -168,6 +168,22 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorator
 
+    def problems(self, **described: str) -> Callable:
+        """Document problem+json answers, e.g. ``problems(conflict="Already approved")``."""
+        statuses = {"not_found": 404, "conflict": 409, "unavailable": 503}
+
+        def decorator(func):
+            for name, description in described.items():
+                func = self.alt_response(
+                    statuses[name],
+                    schema=ProblemSchema,
+                    description=description,
+                    content_type=PROBLEM_MIMETYPE,
+                )(func)
+            return func
+
+        return decorator
+
 
 def _authenticate() -> None:
     g.principal = authenticate_request()

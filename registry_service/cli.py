@@ -159,19 +159,19 @@ def promotions() -> None:
     """Promotion requests."""
 
 
-@promotions.command("expire")
-def promotions_expire() -> None:
-    """Expire pending requests past their deadline (for a periodic job)."""
+@promotions.command("sweep")
+def promotions_sweep() -> None:
+    """Expire overdue requests; execute approved ones whose execution stalled (cron)."""
     from registry_service.services.container import build_services
 
     services = build_services(_settings())
     try:
-        count = services.promotions.expire_due(_ctx())
+        counts = services.promotions.sweep(_ctx())
     except RegistryError as exc:
         _fail(exc)
     finally:
         services.close()
-    click.echo(f"{count} request(s) expired")
+    click.echo(f"{counts['expired']} expired, {counts['executed_stalled']} stalled executed")
 
 
 @main.command("serve")

@@ -24,6 +24,11 @@ from registry_service.db.database import Database
 from registry_service.errors import ServiceUnavailable
 
 
+class LockBusy(ServiceUnavailable):
+    code = "busy"
+    title = "Another execution holds this target"
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key, as pg_advisory_lock takes."""
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
@@ -52,8 +57,8 @@ class NamedLocks:
             with self._thread_lock():
                 yield
 
-    def _busy(self, name: str) -> ServiceUnavailable:
-        return ServiceUnavailable(
+    def _busy(self, name: str) -> LockBusy:
+        return LockBusy(
             f"another execution on {name} held its lock for over {self.timeout:.0f}s; "
             "nothing was changed, try again"
         )

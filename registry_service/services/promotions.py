@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
 from registry_service.db.database import Database
-from registry_service.db.locks import NamedLocks
+from registry_service.db.locks import LockBusy, NamedLocks
 from registry_service.db.models import (
     OPEN_STATUSES,
     PromotionApprovalRow,
@@ -60,6 +60,9 @@ from registry_service.services.policies import PolicyService, eligible_approvers
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"
+# An approved request not executed by then lost its worker (or its lock wait): the
+# sweep executes it, and the reconcile path settles a move MLflow already made.
+STALL_AFTER = timedelta(minutes=2)
 # Stages a version is moved out of by a newer one, so "who holds it" is meaningful.
 HELD_STAGES = (Stage.STAGING.value, Stage.PRODUCTION.value)
 
@@ -294,7 +297,7 @@ class PromotionService:
                 existing_request_id=existing,
             ) from None
         if p.status is Status.APPROVED:
-            self._execute(ctx, p.id)
+            self._execute_or_defer(ctx, p.id)
         return self.get(p.id)
 
     def _open_request_id(self, model_name: str, version: int, target: Target) -> int | None:
@@ -414,7 +417,7 @@ class PromotionService:
 
         self._change(ctx, request_id, step)
         if reached:
-            self._execute(ctx, request_id)
+            self._execute_or_defer(ctx, request_id)
         return self.get(request_id)
 
     def reject(
@@ -457,10 +460,37 @@ class PromotionService:
             ]
 
         self._change(ctx, request_id, step)
-        self._execute(ctx, request_id)
+        self._execute_or_defer(ctx, request_id)
         return self.get(request_id)
 
     # -- execution
+    def _execute_or_defer(self, ctx: Context, request_id: int) -> None:
+        """Execute now; if another execution holds the target too long, the request
+        stays approved (and says so) and the sweep executes it."""
+        try:
+            self._execute(ctx, request_id)
+        except LockBusy:
+            log.warning("request %s approved; execution deferred to the sweep", request_id)
+
+    def sweep(self, ctx: Context) -> dict[str, int]:
+        """Expire overdue requests and execute approved ones whose execution stalled."""
+        expired = self.expire_due(ctx)
+        cutoff = self.clock() - STALL_AFTER
+        with self.db.read() as session:
+            stalled = list(
+                session.execute(
+                    select(PromotionRequestRow.id)
+                    .where(
+                        PromotionRequestRow.status == Status.APPROVED.value,
+                        PromotionRequestRow.updated_at <= cutoff,
+                    )
+                    .order_by(PromotionRequestRow.id)
+                ).scalars()
+            )
+        for request_id in stalled:
+            self._execute_or_defer(ctx, request_id)
+        return {"expired": expired, "executed_stalled": len(stalled)}
+
     def _execute(self, ctx: Context, request_id: int) -> None:
         with self.db.read() as session:
             row = session.get(PromotionRequestRow, request_id)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from registry_service.config import Settings
+from registry_service.db.base import utcnow
+from registry_service.db.models import PromotionRequestRow
 from registry_service.domain.policy import PolicyRule, Target, TargetType
 from registry_service.domain.promotion import Status
 from registry_service.errors import RegistryError
@@ -177,3 +181,31 @@ def test_an_interrupted_execution_is_settled_by_retry(workers, people, model, ml
     assert settled.status is Status.EXECUTED
     assert settled.outcome["reconciled"] is True and settled.attempts == 2
     assert mlflow_client.get_model_version_by_alias(model, "champion").version == "2"
+
+
+def test_sweep_executes_stalled_approvals(workers, people, model, mlflow_client):
+    """An approval whose execution never ran (its worker died, or gave up on the lock)."""
+    services = workers[0]
+    services.policies.replace(
+        CTX, model, [PolicyRule(TargetType.STAGE, "Staging", required_approvals=1)]
+    )
+    opened = services.promotions.create(
+        CTX, people["requester"], model, 3, Target.stage("Staging"), "nightly"
+    )
+    services.promotions._change(
+        CTX,
+        opened.id,
+        lambda p, now: (
+            [("promotion.approved", {})] if p.approve(people["approver"], None, now) else []
+        ),
+    )
+    assert services.promotions.sweep(CTX)["executed_stalled"] == 0  # not stalled yet
+    with services.db.transaction() as session:
+        session.execute(
+            update(PromotionRequestRow)
+            .where(PromotionRequestRow.id == opened.id)
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    assert services.promotions.sweep(CTX)["executed_stalled"] == 1
+    assert services.promotions.get(opened.id).status is Status.EXECUTED
+    assert mlflow_client.get_model_version(model, "3").current_stage == "Staging"

@@ -45,7 +45,7 @@ def test_a_held_name_times_out_without_blocking_others(db):
         t = threading.Thread(target=other)
         t.start()
         t.join()
-    assert result == ["ServiceUnavailable"]
+    assert result == ["LockBusy"]
 
 
 def test_lock_keys_are_stable_signed_64_bit():

@@ -22,6 +22,7 @@ blp = Blueprint(
 class ModelPolicy(MethodView):
     @blp.requires()
     @blp.response(200, PolicySchema)
+    @blp.problems(not_found="No such model")
     def get(self, name):
         """Show the promotion policy in force for a model"""
         return get_services().policies.get(name)
@@ -29,6 +30,7 @@ class ModelPolicy(MethodView):
     @blp.requires(Role.ADMIN)
     @blp.arguments(PolicyPutSchema)
     @blp.response(200, PolicySchema)
+    @blp.problems(not_found="No such model")
     def put(self, body, name):
         """Replace a model's promotion rules (audited)"""
         return get_services().policies.replace(current_context(), name, body["rules"])

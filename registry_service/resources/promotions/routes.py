@@ -77,6 +77,12 @@ class Promotions(MethodView):
     @blp.requires(Role.REQUESTER)
     @blp.arguments(PromotionCreateSchema)
     @blp.response(201, PromotionDetailSchema)
+    @blp.problems(
+        not_found="No such model or version",
+        conflict="An open request for this version and target exists (existing_request_id), "
+        "the version already holds the target, the quorum is unreachable, or a call with "
+        "this Idempotency-Key is still in flight",
+    )
     @blp.doc(
         parameters=[
             {
@@ -140,6 +146,7 @@ class Promotions(MethodView):
 class PromotionRequest(MethodView):
     @blp.requires()
     @blp.response(200, PromotionDetailSchema)
+    @blp.problems(not_found="No such request")
     def get(self, request_id):
         """Show a request with its approvals, comments and audit trail"""
         return _promotions().get(request_id)
@@ -150,6 +157,11 @@ class Approve(MethodView):
     @blp.requires(Role.APPROVER)
     @blp.arguments(ApproveSchema)
     @blp.response(200, PromotionDetailSchema)
+    @blp.problems(
+        not_found="No such request",
+        conflict="Already approved by you, or the request is no longer pending (expired, "
+        "rejected, cancelled, executed)",
+    )
     def post(self, body, request_id):
         """Approve; the approval that completes the quorum executes the move"""
         return _promotions().approve(current_context(), g.principal, request_id, body["comment"])
@@ -160,6 +172,7 @@ class Reject(MethodView):
     @blp.requires(Role.APPROVER)
     @blp.arguments(RejectSchema)
     @blp.response(200, PromotionDetailSchema)
+    @blp.problems(not_found="No such request", conflict="The request is no longer pending")
     def post(self, body, request_id):
         """Reject with a comment; one rejection ends the request"""
         return _promotions().reject(current_context(), g.principal, request_id, body["comment"])
@@ -170,6 +183,10 @@ class Cancel(MethodView):
     @blp.requires()
     @blp.arguments(CancelSchema)
     @blp.response(200, PromotionDetailSchema)
+    @blp.problems(
+        not_found="No such request",
+        conflict="The request already ended, or its execution started (retry settles it)",
+    )
     def post(self, body, request_id):
         """Cancel a request (its requester or an admin)"""
         return _promotions().cancel(current_context(), g.principal, request_id, body["comment"])
@@ -180,6 +197,7 @@ class Comments(MethodView):
     @blp.requires()
     @blp.arguments(CommentCreateSchema)
     @blp.response(201, PromotionDetailSchema)
+    @blp.problems(not_found="No such request")
     def post(self, body, request_id):
         """Comment on a request"""
         return _promotions().comment(current_context(), g.principal, request_id, body["comment"])
@@ -189,6 +207,11 @@ class Comments(MethodView):
 class Retry(MethodView):
     @blp.requires(Role.ADMIN)
     @blp.response(200, PromotionDetailSchema)
+    @blp.problems(
+        not_found="No such request",
+        conflict="Only failed or approved requests can be retried; or a newer request "
+        "holds the same version and target",
+    )
     def post(self, request_id):
         """Execute a failed (or interrupted) approved request again"""
         return _promotions().retry(current_context(), g.principal, request_id)
