@@ -176,7 +176,13 @@ class AuditLog:
             stmt = stmt.where(AuditEventRow.occurred_at < filters.until)
         if before_seq is not None:
             stmt = stmt.where(AuditEventRow.seq < before_seq)
-        stmt = stmt.order_by(AuditEventRow.seq.desc()).limit(max_results + 1)
+        order = AuditEventRow.seq
+        if filters.since is not None or filters.until is not None:
+            # The planner would walk an (x, seq) index backwards and filter on time,
+            # which reads everything newer than an old window; "seq + 0" makes it use
+            # an (x, occurred_at) index and sort only the window's events.
+            order = AuditEventRow.seq + 0
+        stmt = stmt.order_by(order.desc()).limit(max_results + 1)
         with self.db.read() as session:
             rows = list(session.execute(stmt).scalars())
         more = len(rows) > max_results
