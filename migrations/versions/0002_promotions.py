@@ -63,6 +63,8 @@ def upgrade() -> None:
         sa.Column("archive_existing", sa.Boolean(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("requester", sa.String(128), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("review_required", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("rule", sa.JSON(), nullable=False),
         sa.Column("replaces_version", sa.Integer(), nullable=True),

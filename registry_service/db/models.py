@@ -157,6 +157,8 @@ class PromotionRequestRow(Base):
     archive_existing: Mapped[bool] = mapped_column(Boolean, default=True)
     reason: Mapped[str] = mapped_column(Text)
     requester: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), default="promotion")
+    review_required: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16))
     rule: Mapped[dict[str, Any]] = mapped_column(JSON)
     replaces_version: Mapped[int | None] = mapped_column(Integer)

@@ -70,6 +70,10 @@ class PolicyRule:
     approver_group: str | None = None
     allow_self_approval: bool = False
     expires_after_hours: int = DEFAULT_EXPIRY_HOURS
+    # The emergency path: a rollback needs this many approvals from any approver, or
+    # none with break-glass (then it executes at once and is flagged for review).
+    rollback_approvals: int = 1
+    break_glass: bool = False
     source: str = "default"
 
     def covers(self, target: Target) -> bool:
@@ -100,6 +104,8 @@ class PolicyRule:
             "approver_group": self.approver_group,
             "allow_self_approval": self.allow_self_approval,
             "expires_after_hours": self.expires_after_hours,
+            "rollback_approvals": self.rollback_approvals,
+            "break_glass": self.break_glass,
             "source": self.source,
         }
 
@@ -114,7 +120,20 @@ class PolicyRule:
             approver_group=data.get("approver_group"),
             allow_self_approval=bool(data.get("allow_self_approval", False)),
             expires_after_hours=int(data.get("expires_after_hours", DEFAULT_EXPIRY_HOURS)),
+            rollback_approvals=int(data.get("rollback_approvals", 1)),
+            break_glass=bool(data.get("break_glass", False)),
             source=data.get("source", "model"),
+        )
+
+    def for_rollback(self) -> PolicyRule:
+        """The rule a rollback on this target runs under."""
+        return replace(
+            self,
+            required_approvals=0 if self.break_glass else self.rollback_approvals,
+            approver_role=Role.APPROVER.value,
+            approvers=(),
+            approver_group=None,
+            allow_self_approval=False,
         )
 
 
@@ -192,6 +211,8 @@ def validate_rules(rules: list[PolicyRule]) -> list[PolicyRule]:
             raise bad("approver_role", "approver or admin")
         if not 1 <= rule.expires_after_hours <= 24 * 365:
             raise bad("expires_after_hours", "1 hour to 365 days")
+        if not 1 <= rule.rollback_approvals <= MAX_APPROVALS:
+            raise bad("rollback_approvals", f"1 to {MAX_APPROVALS}; use break_glass for none")
         key = (rule.target_type, rule.target)
         if key in seen:
             raise bad("target", f"{rule.target_type.value} {rule.target!r} appears twice")

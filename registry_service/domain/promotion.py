@@ -71,6 +71,8 @@ class Promotion:
     expires_at: datetime
     replaces_version: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    kind: str = "promotion"  # or "rollback"
+    review_required: bool = False  # a break-glass rollback, executed without approval
     approvals: list[Approval] = field(default_factory=list)
     comments: list[Comment] = field(default_factory=list)
     updated_at: datetime | None = None
@@ -118,6 +120,7 @@ class Promotion:
         now: datetime,
         replaces_version: int | None,
         evidence: dict[str, Any],
+        kind: str = "promotion",
     ) -> Promotion:
         promotion = cls(
             id=None,
@@ -134,6 +137,8 @@ class Promotion:
             expires_at=now + timedelta(hours=rule.expires_after_hours),
             replaces_version=replaces_version,
             evidence=evidence,
+            kind=kind,
+            review_required=kind == "rollback" and rule.break_glass,
         )
         if rule.required_approvals == 0:
             promotion._move(Status.APPROVED, now)

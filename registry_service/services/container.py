@@ -11,6 +11,7 @@ from registry_service.db.database import Database
 from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
+from registry_service.services.history import HistoryService
 from registry_service.services.idempotency import IdempotencyKeys
 from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService
@@ -30,6 +31,7 @@ class Services:
     models: ModelService
     policies: PolicyService
     promotions: PromotionService
+    history: HistoryService
     idempotency: IdempotencyKeys
 
     def close(self) -> None:
@@ -52,6 +54,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
     audit = AuditLog(db)
     models = ModelService(gateway, db, audit)
     policies = PolicyService(gateway, db, audit)
+    history = HistoryService(gateway, db)
     return Services(
         settings=settings,
         db=db,
@@ -60,7 +63,8 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
         tokens=TokenService(db, audit),
         models=models,
         policies=policies,
-        promotions=PromotionService(gateway, db, audit, policies, models, NamedLocks(db)),
+        promotions=PromotionService(gateway, db, audit, policies, models, NamedLocks(db), history),
+        history=history,
         idempotency=IdempotencyKeys(db),
     )
 

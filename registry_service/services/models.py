@@ -577,3 +577,49 @@ class ModelService:
             self.gateway.delete_alias(name, alias)
         else:
             self.gateway.set_alias(name, alias, previous)
+
+    # -- retention
+    def archive_old(self, ctx: Context, name: str, keep_latest: int) -> RetentionResult:
+        """Archive versions beyond the newest ``keep_latest``, sparing every version in
+        Staging or Production or holding an alias."""
+        check_model_name(name)
+        if keep_latest < 1:
+            raise ValidationError(
+                "keep_latest must be at least 1",
+                errors=[{"field": "keep_latest", "location": "json", "message": "at least 1"}],
+            )
+        # Version searches leave aliases out; the model lists them all.
+        aliases: dict[int, list[str]] = {}
+        for alias, holder in self.gateway.get_registered_model(name).aliases.items():
+            aliases.setdefault(holder, []).append(alias)
+        versions, token = [], None
+        while True:
+            page = self.gateway.search_model_versions(name, 1000, token)
+            versions.extend(page.items)
+            token = page.next_page_token
+            if not token:
+                break
+        versions.sort(key=lambda v: v.version, reverse=True)
+        archived, spared = [], {}
+        for mv in versions[keep_latest:]:
+            if mv.stage in (Stage.STAGING.value, Stage.PRODUCTION.value):
+                spared[mv.version] = f"in {mv.stage}"
+            elif mv.version in aliases:
+                spared[mv.version] = "holds alias " + ", ".join(sorted(aliases[mv.version]))
+            elif mv.stage != Stage.ARCHIVED.value:
+                self.transition_stage(ctx, name, mv.version, Stage.ARCHIVED, False)
+                archived.append(mv.version)
+        return RetentionResult(
+            model_name=name,
+            kept=[v.version for v in versions[:keep_latest]],
+            archived=archived,
+            spared=spared,
+        )
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    model_name: str
+    kept: list[int]
+    archived: list[int]
+    spared: dict[int, str]

@@ -54,6 +54,7 @@ from registry_service.errors import (
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog, to_json_value
 from registry_service.services.context import Context
+from registry_service.services.history import HistoryService
 from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService, eligible_approvers
 
@@ -99,6 +100,8 @@ def _to_domain(row: PromotionRequestRow) -> Promotion:
         expires_at=row.expires_at,
         replaces_version=row.replaces_version,
         evidence=dict(row.evidence or {}),
+        kind=row.kind,
+        review_required=row.review_required,
         approvals=[Approval(a.approver, a.comment, a.created_at) for a in row.approvals],
         comments=[Comment(c.author, c.kind, c.body, c.created_at) for c in row.comments],
         updated_at=row.updated_at,
@@ -180,6 +183,7 @@ class PromotionService:
         policies: PolicyService,
         models: ModelService,
         locks: NamedLocks,
+        history: HistoryService,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.gateway = gateway
@@ -188,6 +192,7 @@ class PromotionService:
         self.policies = policies
         self.models = models
         self.locks = locks
+        self.history = history
         self.clock = clock
 
     # -- audit helper: every step is an event about the request
@@ -214,6 +219,8 @@ class PromotionService:
         target: Target,
         reason: str,
         archive_existing: bool = True,
+        *,
+        kind: str = "promotion",
     ) -> Promotion:
         check_model_name(model_name, "model_name")
         model = self.gateway.get_registered_model(model_name)
@@ -229,6 +236,8 @@ class PromotionService:
         try:
             with self.db.transaction() as session:
                 rule = self.policies.load(session, model_name).rule_for(target)
+                if kind == "rollback":
+                    rule = rule.for_rollback()
                 eligible = eligible_approvers(session, rule, requester=principal.name)
                 if rule.required_approvals > len(eligible):
                     raise QuorumUnreachable(
@@ -249,6 +258,7 @@ class PromotionService:
                     now=now,
                     replaces_version=_holder(model, target),
                     evidence=_evidence(detail),
+                    kind=kind,
                 )
                 row = PromotionRequestRow(
                     model_name=model_name,
@@ -258,6 +268,8 @@ class PromotionService:
                     archive_existing=archive_existing,
                     reason=reason,
                     requester=principal.name,
+                    kind=kind,
+                    review_required=p.review_required,
                     status=p.status.value,
                     rule=rule.as_dict(),
                     replaces_version=p.replaces_version,
@@ -280,6 +292,8 @@ class PromotionService:
                     p,
                     "promotion.requested",
                     {
+                        "kind": kind,
+                        "review_required": p.review_required,
                         "target": str(target),
                         "reason": reason,
                         "required_approvals": rule.required_approvals,
@@ -299,6 +313,22 @@ class PromotionService:
         if p.status is Status.APPROVED:
             self._execute_or_defer(ctx, p.id)
         return self.get(p.id)
+
+    def rollback(
+        self, ctx: Context, principal: Principal, model_name: str, target: Target, reason: str
+    ) -> Promotion:
+        """Request the move of ``target`` back to the version that held it before."""
+        history = self.history.history(model_name, target)
+        current = history.holders(target)
+        previous = history.previous_holder(target)
+        if previous is None:
+            raise IllegalTransition(
+                f"no earlier holder of {target} is recorded for {model_name!r} "
+                f"(now: {', '.join(map(str, current)) or 'none'}); nothing to roll back to"
+            )
+        return self.create(
+            ctx, principal, model_name, previous, target, reason, True, kind="rollback"
+        )
 
     def _open_request_id(self, model_name: str, version: int, target: Target) -> int | None:
         with self.db.read() as session:

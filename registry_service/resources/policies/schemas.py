@@ -43,6 +43,15 @@ class RuleSchema(Schema):
     expires_after_hours = ma.fields.Integer(
         load_default=DEFAULT_EXPIRY_HOURS, validate=ma.validate.Range(min=1, max=24 * 365)
     )
+    rollback_approvals = ma.fields.Integer(
+        load_default=1,
+        validate=ma.validate.Range(min=1, max=MAX_APPROVALS),
+        metadata={"description": "Approvals a rollback of this target needs (any approver)"},
+    )
+    break_glass = ma.fields.Boolean(
+        load_default=False,
+        metadata={"description": "Rollbacks execute at once and are flagged for review"},
+    )
 
     @ma.validates_schema
     def one_target(self, data, **_):
@@ -61,6 +70,8 @@ class RuleSchema(Schema):
             approver_group=data["approver_group"],
             allow_self_approval=data["allow_self_approval"],
             expires_after_hours=data["expires_after_hours"],
+            rollback_approvals=data["rollback_approvals"],
+            break_glass=data["break_glass"],
             source="model",
         )
 
@@ -74,6 +85,8 @@ class RuleOutSchema(Schema):
     approver_group = ma.fields.String(allow_none=True)
     allow_self_approval = ma.fields.Boolean()
     expires_after_hours = ma.fields.Integer()
+    rollback_approvals = ma.fields.Integer()
+    break_glass = ma.fields.Boolean()
     source = ma.fields.String(
         metadata={"description": "model: set for this model; default: the service default"}
     )

@@ -82,6 +82,10 @@ class PromotionSchema(Schema):
     archive_existing_versions = ma.fields.Boolean(attribute="archive_existing")
     reason = ma.fields.String()
     requester = ma.fields.String()
+    kind = ma.fields.String(metadata={"enum": ["promotion", "rollback"]})
+    review_required = ma.fields.Boolean(
+        metadata={"description": "A break-glass rollback executed without approval"}
+    )
     status = ma.fields.String(metadata={"enum": STATUSES})
     required_approvals = ma.fields.Integer()
     received_approvals = ma.fields.Integer()

@@ -1,0 +1,1 @@
+"""Model lifecycle: stage and alias history, rollback, retention."""

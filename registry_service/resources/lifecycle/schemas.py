@@ -1,0 +1,81 @@
+"""Schemas of the lifecycle resource."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from registry_service.api import Schema
+from registry_service.resources.promotions.schemas import COMMENT_MAX
+
+
+class TargetArgsSchema(Schema):
+    target_stage = ma.fields.String(load_default=None)
+    target_alias = ma.fields.String(load_default=None)
+
+    @ma.validates_schema
+    def at_most_one_target(self, data, **_):
+        if data.get("target_stage") and data.get("target_alias"):
+            raise ma.ValidationError("give at most one of target_stage or target_alias", "_schema")
+
+
+class HistoryArgsSchema(TargetArgsSchema):
+    at = ma.fields.AwareDateTime(
+        load_default=None,
+        metadata={"description": "Who held what at this instant (ISO 8601 with offset)"},
+    )
+
+
+class TenureSchema(Schema):
+    target_type = ma.fields.String(metadata={"enum": ["stage", "alias"]})
+    target = ma.fields.String(attribute="target_name")
+    version = ma.fields.Integer()
+    since = ma.fields.AwareDateTime()
+    until = ma.fields.AwareDateTime(allow_none=True, metadata={"description": "null: still"})
+    started_by = ma.fields.String()
+    ended_by = ma.fields.String(allow_none=True)
+    promotion_request = ma.fields.Integer(allow_none=True)
+    started_seq = ma.fields.Integer(metadata={"description": "Audit event that started it"})
+    ended_seq = ma.fields.Integer(allow_none=True)
+
+
+class HistorySchema(Schema):
+    model_name = ma.fields.String()
+    at = ma.fields.AwareDateTime(allow_none=True)
+    holders_at = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.List(ma.fields.Integer()),
+        metadata={"description": "Target to the versions holding it at `at` (or now)"},
+    )
+    tenures = ma.fields.List(
+        ma.fields.Nested(TenureSchema), metadata={"description": "Newest first"}
+    )
+
+
+class RollbackSchema(Schema):
+    target_stage = ma.fields.String()
+    target_alias = ma.fields.String()
+    reason = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=COMMENT_MAX))
+
+    @ma.validates_schema
+    def one_target(self, data, **_):
+        if ("target_stage" in data) == ("target_alias" in data):
+            raise ma.ValidationError("give exactly one of target_stage or target_alias", "_schema")
+
+
+class ArchiveOldSchema(Schema):
+    keep_latest = ma.fields.Integer(
+        required=True,
+        validate=ma.validate.Range(min=1, max=10_000),
+        metadata={"description": "How many of the newest versions to keep as they are"},
+    )
+
+
+class RetentionSchema(Schema):
+    model_name = ma.fields.String()
+    kept = ma.fields.List(ma.fields.Integer())
+    archived = ma.fields.List(ma.fields.Integer())
+    spared = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.String(),
+        metadata={"description": "Older versions left alone, with why"},
+    )

@@ -1,0 +1,149 @@
+"""Which version held each stage and alias when, rebuilt from our own audit log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import select
+
+from registry_service.db.database import Database
+from registry_service.db.models import AuditEventRow
+from registry_service.domain.entities import Stage
+from registry_service.domain.names import check_model_name
+from registry_service.domain.policy import Target, TargetType
+from registry_service.gateway.base import RegistryGateway
+
+MOVES = ("version.stage_changed", "alias.set", "alias.deleted")
+
+
+@dataclass(frozen=True)
+class Tenure:
+    """One version holding one target from ``since`` until ``until`` (None: still)."""
+
+    target: Target
+    version: int
+    since: datetime
+    started_by: str
+    started_seq: int
+    promotion_request: int | None
+    until: datetime | None = None
+    ended_by: str | None = None
+    ended_seq: int | None = None
+
+    @property
+    def target_type(self) -> str:
+        return self.target.type.value
+
+    @property
+    def target_name(self) -> str:
+        return self.target.name
+
+    def held_at(self, at: datetime) -> bool:
+        return self.since <= at and (self.until is None or at < self.until)
+
+
+@dataclass(frozen=True)
+class ModelHistory:
+    model_name: str
+    tenures: list[Tenure]
+    at: datetime | None = None
+
+    def holders(self, target: Target, at: datetime | None = None) -> list[int]:
+        return sorted(
+            t.version
+            for t in self.tenures
+            if t.target == target and (t.until is None if at is None else t.held_at(at))
+        )
+
+    @property
+    def holders_at(self) -> dict[str, list[int]]:
+        """Every target and its holders at ``at`` (now when unset)."""
+        targets = {t.target for t in self.tenures}
+        found = {f"{t.type.value}:{t.name}": self.holders(t, self.at) for t in targets}
+        return {k: v for k, v in sorted(found.items()) if v}
+
+    def previous_holder(self, target: Target) -> int | None:
+        """The version that held ``target`` before its current holder took it."""
+        current = [t for t in self.tenures if t.target == target and t.until is None]
+        if not current:
+            return None
+        took_over = max(t.started_seq for t in current)
+        holders = {t.version for t in current}
+        earlier = [
+            t
+            for t in self.tenures
+            if t.target == target and t.started_seq < took_over and t.version not in holders
+        ]
+        return max(earlier, key=lambda t: t.started_seq).version if earlier else None
+
+
+class HistoryService:
+    def __init__(self, gateway: RegistryGateway, db: Database) -> None:
+        self.gateway = gateway
+        self.db = db
+
+    def history(
+        self, name: str, target: Target | None = None, at: datetime | None = None
+    ) -> ModelHistory:
+        check_model_name(name)
+        self.gateway.get_registered_model(name)
+        with self.db.read() as session:
+            rows = session.execute(
+                select(
+                    AuditEventRow.seq,
+                    AuditEventRow.occurred_at,
+                    AuditEventRow.actor,
+                    AuditEventRow.action,
+                    AuditEventRow.model_version,
+                    AuditEventRow.before,
+                    AuditEventRow.after,
+                )
+                .where(AuditEventRow.model_name == name, AuditEventRow.action.in_(MOVES))
+                .order_by(AuditEventRow.seq)
+            ).all()
+        tenures = _replay(rows)
+        if target is not None:
+            tenures = [t for t in tenures if t.target == target]
+        if at is not None:
+            tenures = [t for t in tenures if t.since <= at]
+        tenures.sort(key=lambda t: t.started_seq, reverse=True)
+        return ModelHistory(name, tenures, at)
+
+
+def _replay(rows) -> list[Tenure]:
+    done: list[Tenure] = []
+    open_: dict[tuple[Target, int], Tenure] = {}
+
+    def start(target: Target, version: int, row, request: int | None) -> None:
+        if (target, version) not in open_:
+            open_[(target, version)] = Tenure(
+                target, version, row.occurred_at, row.actor, row.seq, request
+            )
+
+    def end(target: Target, version: int | None, row) -> None:
+        tenure = open_.pop((target, version), None)
+        if tenure is not None:
+            done.append(
+                replace(tenure, until=row.occurred_at, ended_by=row.actor, ended_seq=row.seq)
+            )
+
+    for row in rows:
+        before, after = row.before or {}, row.after or {}
+        request = after.get("promotion_request") if isinstance(after, dict) else None
+        if row.action == "version.stage_changed":
+            old, new = before.get("stage"), after.get("stage")
+            if old and old != Stage.NONE.value:
+                end(Target(TargetType.STAGE, old), row.model_version, row)
+            if new and new != Stage.NONE.value:
+                start(Target(TargetType.STAGE, new), row.model_version, row, request)
+                for archived in after.get("archived_versions") or []:
+                    end(Target(TargetType.STAGE, new), archived, row)
+                    start(Target(TargetType.STAGE, Stage.ARCHIVED.value), archived, row, request)
+        elif row.action == "alias.set":
+            alias = Target(TargetType.ALIAS, after["alias"])
+            end(alias, before.get("version"), row)
+            start(alias, after["version"], row, request)
+        elif row.action == "alias.deleted":
+            end(Target(TargetType.ALIAS, before["alias"]), before.get("version"), row)
+    return done + list(open_.values())
