@@ -1,4 +1,4 @@
-"""The ``registry-service`` command: database, tokens and the server."""
+"""The ``registry-service`` command: database, tokens, the server, and a REST client."""
 
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def tokens_bootstrap(name: str) -> None:
 
 @main.group()
 def promotions() -> None:
-    """Promotion requests."""
+    """Housekeeping of promotion requests, run next to the database."""
 
 
 @promotions.command("sweep")
@@ -204,3 +204,12 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         f"registry-service on http://{shown}:{port}  Swagger UI: http://{shown}:{port}/api/docs"
     )
     _Server().run()
+
+
+def _register_client_commands() -> None:
+    from registry_service.cli_client import register
+
+    register(main)
+
+
+_register_client_commands()

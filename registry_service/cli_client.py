@@ -1,0 +1,301 @@
+"""Client commands of ``registry-service``: talk to a running service over REST.
+
+Exit codes a CI job can branch on:
+  0  done (for ``--wait``: executed)
+  1  the service refused (the problem's detail goes to stderr)
+  3  the service could not be reached
+  4  the request ended without executing (rejected, cancelled, expired, failed),
+     or ``audit verify`` found a broken chain
+  5  ``--wait`` timed out with the request still open
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from registry_service.client import ApiProblem, RegistryClient, Unreachable
+
+EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_NOT_EXECUTED, EXIT_TIMEOUT = 1, 3, 4, 5
+
+
+def client_command(group: click.Group, name: str) -> Callable:
+    """A command with --url, --token and --json, errors mapped to exit codes."""
+
+    def decorator(func: Callable) -> click.Command:
+        @group.command(name)
+        @click.option(
+            "--url",
+            envvar="REGISTRY_URL",
+            default="http://127.0.0.1:8080",
+            show_default=True,
+            help="Service base URL (or REGISTRY_URL).",
+        )
+        @click.option("--token", envvar="REGISTRY_TOKEN", help="Bearer token (or REGISTRY_TOKEN).")
+        @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+        @functools.wraps(func)
+        def wrapper(url: str, token: str | None, as_json: bool, **kwargs: Any) -> None:
+            client = RegistryClient(url, token)
+            try:
+                code = func(client, as_json, **kwargs)
+            except ApiProblem as problem:
+                if as_json:
+                    click.echo(json.dumps(problem.body), err=True)
+                else:
+                    click.echo(f"error: {problem}", err=True)
+                    for err in problem.body.get("errors") or []:
+                        click.echo(f"  {err.get('field')}: {err.get('message')}", err=True)
+                sys.exit(EXIT_REFUSED)
+            except Unreachable as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(EXIT_UNREACHABLE)
+            sys.exit(code or 0)
+
+        return wrapper
+
+    return decorator
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> None:
+    cells = [[("-" if c is None else str(c)) for c in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def show_promotion(p: dict) -> None:
+    target = f"stage {p['target_stage']}" if p.get("target_stage") else f"alias {p['target_alias']}"
+    click.echo(
+        f"request {p['id']} ({p.get('kind', 'promotion')}): {p['model_name']} "
+        f"v{p['version']} -> {target}"
+    )
+    click.echo(f"  status     {p['status']}")
+    click.echo(
+        f"  approvals  {p['received_approvals']}/{p['required_approvals']}"
+        + "".join(f"  {a['approver']}" for a in p.get("approvals", []))
+    )
+    click.echo(f"  requester  {p['requester']}: {p['reason']}")
+    click.echo(f"  replaces   {p.get('replaces_version') or '-'}")
+    if p.get("last_error"):
+        click.echo(f"  error      {p['last_error']}")
+    if p.get("review_required"):
+        click.echo("  flagged    break-glass rollback: review required")
+
+
+def promotion_exit(p: dict) -> int:
+    if p["status"] == "executed":
+        return 0
+    if p["status"] in ("rejected", "cancelled", "expired", "failed"):
+        return EXIT_NOT_EXECUTED
+    return 0
+
+
+def target_options(func: Callable) -> Callable:
+    func = click.option("--alias", help="Target alias, e.g. champion.")(func)
+    return click.option("--stage", help="Target stage: Staging, Production, Archived.")(func)
+
+
+def _one_target(stage: str | None, alias: str | None) -> None:
+    if bool(stage) == bool(alias):
+        raise click.UsageError("give exactly one of --stage or --alias")
+
+
+# -- models and versions
+models = click.Group("models", help="Registered models.")
+versions = click.Group("versions", help="Model versions.")
+promote = click.Group("promote", help="Promotion requests: request, approve, reject, status.")
+audit = click.Group("audit", help="The audit log.")
+
+
+@client_command(models, "list")
+@click.option("--prefix", help="Only names starting so.")
+def models_list(client: RegistryClient, as_json: bool, prefix: str | None) -> int:
+    """List registered models."""
+    emit(
+        client.models(prefix),
+        as_json,
+        lambda ms: table(
+            [
+                [
+                    m["name"],
+                    m["latest_versions"].get("Production"),
+                    m["latest_versions"].get("Staging"),
+                    ",".join(f"{a}={v}" for a, v in sorted(m["aliases"].items())),
+                ]
+                for m in ms
+            ],
+            ["name", "production", "staging", "aliases"],
+        ),
+    )
+    return 0
+
+
+@client_command(models, "show")
+@click.argument("name")
+def models_show(client: RegistryClient, as_json: bool, name: str) -> int:
+    """Show one model."""
+
+    def render(m: dict) -> None:
+        click.echo(f"{m['name']}: {m['description'] or '(no description)'}")
+        for stage, version in sorted(m["latest_versions"].items()):
+            click.echo(f"  {stage:<11} v{version}")
+        for alias, version in sorted(m["aliases"].items()):
+            click.echo(f"  @{alias:<10} v{version}")
+
+    emit(client.model(name), as_json, render)
+    return 0
+
+
+@client_command(versions, "list")
+@click.argument("name")
+@click.option("--stage", help="Only versions in this stage.")
+def versions_list(client: RegistryClient, as_json: bool, name: str, stage: str | None) -> int:
+    """List a model's versions, newest first."""
+    emit(
+        client.versions(name, stage),
+        as_json,
+        lambda vs: table(
+            [[v["version"], v["stage"], v["status"], v["run_id"], v["created_at"]] for v in vs],
+            ["version", "stage", "status", "run", "created"],
+        ),
+    )
+    return 0
+
+
+# -- promotions
+@client_command(promote, "request")
+@click.argument("name")
+@click.argument("version", type=int)
+@target_options
+@click.option("--reason", required=True, help="Why; approvers see it.")
+@click.option("--no-archive", is_flag=True, help="Keep the stage's current versions.")
+@click.option("--wait", is_flag=True, help="Wait until the request ends.")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds to wait.")
+@click.option("--idempotency-key", help="Reuse to make a retried step open no second request.")
+def promote_request(
+    client: RegistryClient,
+    as_json: bool,
+    name: str,
+    version: int,
+    stage: str | None,
+    alias: str | None,
+    reason: str,
+    no_archive: bool,
+    wait: bool,
+    timeout: float,
+    idempotency_key: str | None,
+) -> int:
+    """Request the promotion of a version to a stage or alias."""
+    _one_target(stage, alias)
+    p = client.request_promotion(
+        name, version, reason, stage, alias, not no_archive, idempotency_key
+    )
+    if wait:
+        p = client.wait(p["id"], timeout)
+    emit(p, as_json, show_promotion)
+    if wait and p["status"] in ("pending", "approved"):
+        return EXIT_TIMEOUT
+    return promotion_exit(p)
+
+
+@client_command(promote, "approve")
+@click.argument("request_id", type=int)
+@click.option("--comment")
+def promote_approve(client: RegistryClient, as_json: bool, request_id: int, comment) -> int:
+    """Approve a request (the approval completing the quorum executes it)."""
+    p = client.review(request_id, "approve", comment)
+    emit(p, as_json, show_promotion)
+    return promotion_exit(p)
+
+
+@client_command(promote, "reject")
+@click.argument("request_id", type=int)
+@click.option("--comment", required=True, help="Why it is rejected.")
+def promote_reject(client: RegistryClient, as_json: bool, request_id: int, comment) -> int:
+    """Reject a request; it ends."""
+    emit(client.review(request_id, "reject", comment), as_json, show_promotion)
+    return 0
+
+
+@client_command(promote, "status")
+@click.argument("request_id", type=int)
+def promote_status(client: RegistryClient, as_json: bool, request_id: int) -> int:
+    """Show a request; exit 4 if it ended without executing."""
+    p = client.promotion(request_id)
+    emit(p, as_json, show_promotion)
+    return promotion_exit(p)
+
+
+@client_command(click.Group("_"), "rollback")
+@click.argument("name")
+@target_options
+@click.option("--reason", required=True)
+def rollback(client: RegistryClient, as_json: bool, name: str, stage, alias, reason) -> int:
+    """Request the target back to the version that held it before."""
+    _one_target(stage, alias)
+    p = client.rollback(name, reason, stage, alias)
+    emit(p, as_json, show_promotion)
+    return promotion_exit(p)
+
+
+# -- audit
+@client_command(audit, "tail")
+@click.option("--model", help="Only this model's events.")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+def audit_tail(client: RegistryClient, as_json: bool, model: str | None, limit: int) -> int:
+    """The newest audit events."""
+    emit(
+        client.audit(model, limit),
+        as_json,
+        lambda events: table(
+            [
+                [
+                    e["seq"],
+                    e["occurred_at"],
+                    e["actor"],
+                    e["action"],
+                    e["model_name"],
+                    e["model_version"],
+                ]
+                for e in events
+            ],
+            ["seq", "at", "actor", "action", "model", "version"],
+        ),
+    )
+    return 0
+
+
+@client_command(audit, "verify")
+def audit_verify(client: RegistryClient, as_json: bool) -> int:
+    """Recompute the hash chain; exit 4 if it is broken."""
+    result = client.verify()
+
+    def render(r: dict) -> None:
+        if r["ok"]:
+            click.echo(f"ok: {r['events_checked']} events, head {r['head_seq']} {r['head_hash']}")
+        else:
+            click.echo(f"BROKEN at event {r['first_broken_seq']}: {r['problem']}")
+
+    emit(result, as_json, render)
+    return 0 if result["ok"] else EXIT_NOT_EXECUTED
+
+
+def register(main: click.Group) -> None:
+    for group in (models, versions, promote, audit):
+        main.add_command(group)
+    main.add_command(rollback)

@@ -1,0 +1,129 @@
+"""A small REST client of a running registry-service, for the CLI and CI jobs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+TERMINAL = {"executed", "rejected", "cancelled", "expired", "failed"}
+
+
+@dataclass
+class ApiProblem(Exception):
+    """The service answered with an RFC 9457 problem."""
+
+    status: int
+    body: dict[str, Any]
+
+    def __str__(self) -> str:
+        code = self.body.get("code", "error")
+        return f"{self.status} {code}: {self.body.get('detail') or self.body.get('title')}"
+
+
+class Unreachable(Exception):
+    """No answer from the service at all."""
+
+
+class RegistryClient:
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        self.base = url.rstrip("/") + "/api/v1"
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        json: Any = None,
+        headers: dict | None = None,
+    ) -> Any:
+        try:
+            response = self.session.request(
+                method,
+                self.base + path,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                json=json,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise Unreachable(f"no answer from {self.base}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text[:500], "title": response.reason}
+        if response.status_code >= 400:
+            raise ApiProblem(response.status_code, body)
+        return body
+
+    # -- reads
+    def models(self, prefix: str | None = None, limit: int = 100) -> list[dict]:
+        return self.call("GET", "/models", params={"name_prefix": prefix, "max_results": limit})[
+            "models"
+        ]
+
+    def model(self, name: str) -> dict:
+        return self.call("GET", f"/models/{name}")
+
+    def versions(self, name: str, stage: str | None = None, limit: int = 100) -> list[dict]:
+        return self.call(
+            "GET", f"/models/{name}/versions", params={"stage": stage, "max_results": limit}
+        )["versions"]
+
+    def promotion(self, request_id: int) -> dict:
+        return self.call("GET", f"/promotions/{request_id}")
+
+    def audit(self, model: str | None = None, limit: int = 20) -> list[dict]:
+        return self.call("GET", "/audit", params={"model": model, "max_results": limit})["events"]
+
+    def verify(self) -> dict:
+        return self.call("GET", "/audit/verify")
+
+    # -- workflow
+    def request_promotion(
+        self,
+        name: str,
+        version: int,
+        reason: str,
+        stage: str | None = None,
+        alias: str | None = None,
+        archive_existing: bool = True,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        body: dict[str, Any] = {
+            "model_name": name,
+            "version": version,
+            "reason": reason,
+            "archive_existing_versions": archive_existing,
+        }
+        body["target_stage" if stage else "target_alias"] = stage or alias
+        # Generated once per call: a retried CI step passes its own to stay idempotent.
+        key = idempotency_key or f"cli-{uuid.uuid4()}"
+        return self.call("POST", "/promotions", json=body, headers={"Idempotency-Key": key})
+
+    def review(self, request_id: int, verb: str, comment: str | None = None) -> dict:
+        body = {"comment": comment} if comment else {}
+        return self.call("POST", f"/promotions/{request_id}/{verb}", json=body)
+
+    def rollback(
+        self, name: str, reason: str, stage: str | None = None, alias: str | None = None
+    ) -> dict:
+        body = {"reason": reason, ("target_stage" if stage else "target_alias"): stage or alias}
+        return self.call("POST", f"/models/{name}/rollback", json=body)
+
+    def wait(self, request_id: int, timeout: float, interval: float = 2.0) -> dict:
+        """Poll until the request ends or ``timeout`` seconds pass; the last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.promotion(request_id)
+            if state["status"] in TERMINAL or time.monotonic() >= deadline:
+                return state
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
