@@ -111,7 +111,12 @@ def start_service(env: dict, port: int) -> subprocess.Popen:
 
 def stop(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=20)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        # gunicorn waits for kept-alive clients; the figures are already printed.
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def row(label: str, samples: list[float], rps: float | None = None) -> dict:
