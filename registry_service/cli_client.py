@@ -5,7 +5,8 @@ Exit codes a CI job can branch on:
   1  the service refused (the problem's detail goes to stderr)
   3  the service could not be reached
   4  the request ended without executing (rejected, cancelled, expired, failed),
-     or ``audit verify`` found a broken chain
+     ``evaluate`` found the challenger short of a criterion, or ``audit verify``
+     found a broken chain
   5  ``--wait`` timed out with the request still open
 """
 
@@ -253,6 +254,27 @@ def rollback(client: RegistryClient, as_json: bool, name: str, stage, alias, rea
     return promotion_exit(p)
 
 
+@client_command(click.Group("_"), "evaluate")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--dry-run", is_flag=True, help="Decide only; open no request.")
+def evaluate(client: RegistryClient, as_json: bool, name: str, version: int, dry_run) -> int:
+    """Compare a challenger with the champion by the model's auto-promotion criteria."""
+    decision = client.evaluate(name, version, dry_run)
+
+    def render(d: dict) -> None:
+        champion = f"v{d['champion_version']}" if d["champion_version"] else "no champion"
+        verdict = "PASSED" if d["passed"] else "NOT PASSED"
+        click.echo(f"v{d['challenger_version']} vs {champion} on {d['metric']}: {verdict}")
+        for c in d["criteria"]:
+            click.echo(f"  [{'x' if c['passed'] else ' '}] {c['name']:<15} {c['detail']}")
+        if d.get("request"):
+            show_promotion(d["request"])
+
+    emit(decision, as_json, render)
+    return 0 if decision["passed"] else EXIT_NOT_EXECUTED
+
+
 # -- audit
 @client_command(audit, "tail")
 @click.option("--model", help="Only this model's events.")
@@ -299,3 +321,4 @@ def register(main: click.Group) -> None:
     for group in (models, versions, promote, audit):
         main.add_command(group)
     main.add_command(rollback)
+    main.add_command(evaluate)

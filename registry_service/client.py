@@ -119,6 +119,11 @@ class RegistryClient:
         body = {"reason": reason, ("target_stage" if stage else "target_alias"): stage or alias}
         return self.call("POST", f"/models/{name}/rollback", json=body)
 
+    def evaluate(self, name: str, version: int, dry_run: bool = False) -> dict:
+        return self.call(
+            "POST", f"/models/{name}/versions/{version}/evaluate", json={"dry_run": dry_run}
+        )
+
     def wait(self, request_id: int, timeout: float, interval: float = 2.0) -> dict:
         """Poll until the request ends or ``timeout`` seconds pass; the last state."""
         deadline = time.monotonic() + timeout

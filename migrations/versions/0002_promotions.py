@@ -48,6 +48,7 @@ def upgrade() -> None:
         "model_policies",
         sa.Column("model_name", sa.String(128), nullable=False),
         sa.Column("rules", sa.JSON(), nullable=False),
+        sa.Column("auto_promotion", sa.JSON(), nullable=True),
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("updated_at", TS, nullable=False),
         sa.Column("updated_by", sa.String(128), nullable=False),

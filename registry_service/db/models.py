@@ -121,6 +121,7 @@ class ModelPolicyRow(Base):
 
     model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    auto_promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(128))

@@ -161,6 +161,7 @@ class Policy:
     updated_at: datetime | None = None
     updated_by: str | None = None
     defaults: tuple[PolicyRule, ...] = field(default=DEFAULT_RULES)
+    auto_promotion: Any = None  # domain.evaluation.AutoPromotion, when the model sets one
 
     @property
     def source(self) -> str:

@@ -11,6 +11,7 @@ from registry_service.db.database import Database
 from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
+from registry_service.services.evaluation import EvaluationService
 from registry_service.services.history import HistoryService
 from registry_service.services.idempotency import IdempotencyKeys
 from registry_service.services.models import ModelService
@@ -32,6 +33,7 @@ class Services:
     policies: PolicyService
     promotions: PromotionService
     history: HistoryService
+    evaluation: EvaluationService
     idempotency: IdempotencyKeys
 
     def close(self) -> None:
@@ -55,6 +57,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
     models = ModelService(gateway, db, audit)
     policies = PolicyService(gateway, db, audit)
     history = HistoryService(gateway, db)
+    promotions = PromotionService(gateway, db, audit, policies, models, NamedLocks(db), history)
     return Services(
         settings=settings,
         db=db,
@@ -63,8 +66,9 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
         tokens=TokenService(db, audit),
         models=models,
         policies=policies,
-        promotions=PromotionService(gateway, db, audit, policies, models, NamedLocks(db), history),
+        promotions=promotions,
         history=history,
+        evaluation=EvaluationService(gateway, audit, policies, models, promotions),
         idempotency=IdempotencyKeys(db),
     )
 

@@ -9,6 +9,7 @@ from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.models import ApiTokenRow, ModelPolicyRow, PrincipalRow
 from registry_service.domain.entities import Principal
+from registry_service.domain.evaluation import AutoPromotion
 from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Policy, PolicyRule, validate_rules
 from registry_service.errors import ValidationError
@@ -26,7 +27,16 @@ def _policy(name: str, row: ModelPolicyRow | None) -> Policy:
         revision=row.revision,
         updated_at=row.updated_at,
         updated_by=row.updated_by,
+        auto_promotion=AutoPromotion.from_dict(row.auto_promotion) if row.auto_promotion else None,
     )
+
+
+def _snapshot(policy: Policy) -> dict:
+    return {
+        "revision": policy.revision,
+        "rules": [r.as_dict() for r in policy.rules],
+        "auto_promotion": policy.auto_promotion.as_dict() if policy.auto_promotion else None,
+    }
 
 
 def active_principals(session: Session) -> list[Principal]:
@@ -72,10 +82,31 @@ class PolicyService:
     def load(self, session: Session, name: str) -> Policy:
         return _policy(name, session.get(ModelPolicyRow, name))
 
-    def replace(self, ctx: Context, name: str, rules: list[PolicyRule]) -> Policy:
-        """Replace the model's own rules; an empty list falls back to the defaults."""
+    def replace(
+        self,
+        ctx: Context,
+        name: str,
+        rules: list[PolicyRule],
+        auto_promotion: AutoPromotion | None = None,
+    ) -> Policy:
+        """Replace the model's own rules (an empty list falls back to the defaults) and
+        its auto-promotion criteria (None: no automatic promotion)."""
         check_model_name(name)
         rules = validate_rules(rules)
+        if auto_promotion is not None:
+            destination = auto_promotion.destination
+            rule = Policy(name, tuple(rules)).rule_for(destination)
+            if destination.name == "Production" and rule.required_approvals == 0:
+                raise ValidationError(
+                    "auto-promotion to Production needs a Production rule with approvals",
+                    errors=[
+                        {
+                            "field": "auto_promotion.target_stage",
+                            "location": "json",
+                            "message": "Production always waits for approvers",
+                        }
+                    ],
+                )
         self.gateway.get_registered_model(name)
         with self.db.transaction() as session:
             self._check_quorums(session, rules)
@@ -85,6 +116,7 @@ class PolicyService:
                 row = ModelPolicyRow(model_name=name, revision=0, updated_by=ctx.actor)
                 session.add(row)
             row.rules = [r.as_dict() for r in rules]
+            row.auto_promotion = auto_promotion.as_dict() if auto_promotion else None
             row.revision += 1
             row.updated_at = utcnow()
             row.updated_by = ctx.actor
@@ -96,11 +128,8 @@ class PolicyService:
                 "policy.updated",
                 model_name=name,
                 subject=f"policy:{name}",
-                before={
-                    "revision": before.revision,
-                    "rules": [r.as_dict() for r in before.rules],
-                },
-                after={"revision": after.revision, "rules": [r.as_dict() for r in after.rules]},
+                before=_snapshot(before),
+                after=_snapshot(after),
             )
             return after
 

@@ -127,3 +127,14 @@ def test_models_audit_and_unreachable(cli, model):
     assert missing.exit_code == 1 and "404 model-not-found" in missing.output
     down = CliRunner().invoke(main, ["models", "list", "--url", "http://127.0.0.1:9"])
     assert down.exit_code == 3 and "no answer" in down.output
+
+
+def test_evaluate_exit_codes(cli, model, client, auth):
+    client.put(
+        f"/api/v1/models/{model}/policy",
+        headers=auth("admin"),
+        json={"rules": [], "auto_promotion": {"metric": "auc", "min_value": 0.5}},
+    )
+    missing = cli("evaluate", model, "2", "--dry-run", role="requester")
+    assert missing.exit_code == 4 and "NOT PASSED" in missing.output
+    assert "metric_present" in missing.output

@@ -11,6 +11,8 @@ from registry_service.domain.entities import Role
 from registry_service.domain.policy import Target
 from registry_service.resources.lifecycle.schemas import (
     ArchiveOldSchema,
+    DecisionSchema,
+    EvaluateSchema,
     HistoryArgsSchema,
     HistorySchema,
     RetentionSchema,
@@ -71,3 +73,20 @@ class ArchiveOld(MethodView):
     def post(self, body, name):
         """Archive versions beyond the newest N, sparing Staging, Production and aliases"""
         return get_services().models.archive_old(current_context(), name, body["keep_latest"])
+
+
+@blp.route("/<string:name>/versions/<int:version>/evaluate")
+class Evaluate(MethodView):
+    @blp.requires(Role.REQUESTER)
+    @blp.arguments(EvaluateSchema)
+    @blp.response(200, DecisionSchema)
+    @blp.problems(
+        not_found="No such model or version",
+        conflict="No auto-promotion criteria, the version is the champion, or an open "
+        "request exists",
+    )
+    def post(self, body, name, version):
+        """Compare a challenger with the champion; when it passes, request its promotion"""
+        return get_services().evaluation.evaluate(
+            current_context(), g.principal, name, version, body["dry_run"]
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from registry_service.api import Schema
-from registry_service.resources.promotions.schemas import COMMENT_MAX
+from registry_service.resources.promotions.schemas import COMMENT_MAX, PromotionDetailSchema
 
 
 class TargetArgsSchema(Schema):
@@ -78,4 +78,36 @@ class RetentionSchema(Schema):
         keys=ma.fields.String(),
         values=ma.fields.String(),
         metadata={"description": "Older versions left alone, with why"},
+    )
+
+
+class EvaluateSchema(Schema):
+    dry_run = ma.fields.Boolean(
+        load_default=False, metadata={"description": "Decide only; open no request"}
+    )
+
+
+class CriterionSchema(Schema):
+    name = ma.fields.String(
+        metadata={"enum": ["metric_present", "min_value", "improvement", "max_latency"]}
+    )
+    passed = ma.fields.Boolean()
+    detail = ma.fields.String()
+    challenger = ma.fields.Float(allow_none=True)
+    champion = ma.fields.Float(allow_none=True)
+    threshold = ma.fields.Float(allow_none=True)
+    improvement = ma.fields.Float(allow_none=True, metadata={"description": "Relative, 0.05 = 5%"})
+
+
+class DecisionSchema(Schema):
+    passed = ma.fields.Boolean()
+    dry_run = ma.fields.Boolean()
+    metric = ma.fields.String()
+    challenger_version = ma.fields.Integer()
+    champion_version = ma.fields.Integer(allow_none=True)
+    criteria = ma.fields.List(ma.fields.Nested(CriterionSchema))
+    request = ma.fields.Nested(
+        PromotionDetailSchema,
+        allow_none=True,
+        metadata={"description": "The promotion request opened when it passed (not dry-run)"},
     )

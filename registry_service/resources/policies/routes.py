@@ -33,4 +33,6 @@ class ModelPolicy(MethodView):
     @blp.problems(not_found="No such model")
     def put(self, body, name):
         """Replace a model's promotion rules (audited)"""
-        return get_services().policies.replace(current_context(), name, body["rules"])
+        return get_services().policies.replace(
+            current_context(), name, body["rules"], body["auto_promotion"]
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import marshmallow as ma
 
 from registry_service.api import Schema
+from registry_service.domain.evaluation import DEFAULT_IMPROVEMENT, AutoPromotion
+from registry_service.domain.names import TAG_KEY_RE
 from registry_service.domain.policy import (
     ANY_ALIAS,
     DEFAULT_EXPIRY_HOURS,
@@ -92,11 +94,75 @@ class RuleOutSchema(Schema):
     )
 
 
+class AutoPromotionSchema(Schema):
+    metric = ma.fields.String(
+        required=True,
+        validate=ma.validate.Regexp(TAG_KEY_RE),
+        metadata={"description": "Run metric compared between challenger and champion"},
+    )
+    higher_is_better = ma.fields.Boolean(load_default=True)
+    min_value = ma.fields.Float(load_default=None, allow_none=True)
+    min_improvement = ma.fields.Float(
+        load_default=DEFAULT_IMPROVEMENT,
+        validate=ma.validate.Range(min=0, max=100),
+        metadata={"description": "Relative gain over the champion, 0.05 = 5%"},
+    )
+    max_latency_ms = ma.fields.Float(
+        load_default=None, allow_none=True, validate=ma.validate.Range(min=0)
+    )
+    latency_metric = ma.fields.String(
+        load_default="latency_ms", validate=ma.validate.Regexp(TAG_KEY_RE)
+    )
+    target_stage = ma.fields.String(metadata={"description": "Default Staging"})
+    target_alias = ma.fields.String()
+    champion_alias = ma.fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "The champion is this alias's holder (else Production's)"},
+    )
+
+    @ma.validates_schema
+    def at_most_one_target(self, data, **_):
+        if "target_stage" in data and "target_alias" in data:
+            raise ma.ValidationError("give at most one of target_stage or target_alias", "_schema")
+
+    @ma.post_load
+    def to_criteria(self, data, **_) -> AutoPromotion:
+        from registry_service.domain.names import check_alias
+        from registry_service.domain.policy import Target
+
+        if "target_alias" in data:
+            target = Target.alias(data.pop("target_alias"))
+        else:
+            target = Target.stage(data.pop("target_stage", "Staging"))
+        if data.get("champion_alias"):
+            check_alias(data["champion_alias"], "auto_promotion.champion_alias")
+        return AutoPromotion(**data, target_type=target.type, target=target.name)
+
+
+class AutoPromotionOutSchema(Schema):
+    metric = ma.fields.String()
+    higher_is_better = ma.fields.Boolean()
+    min_value = ma.fields.Float(allow_none=True)
+    min_improvement = ma.fields.Float()
+    max_latency_ms = ma.fields.Float(allow_none=True)
+    latency_metric = ma.fields.String()
+    target_type = ma.fields.String()
+    target = ma.fields.String()
+    champion_alias = ma.fields.String(allow_none=True)
+
+
 class PolicyPutSchema(Schema):
     rules = ma.fields.List(
         ma.fields.Nested(RuleSchema),
         required=True,
         metadata={"description": "The model's own rules; an empty list reverts to the defaults"},
+    )
+    auto_promotion = ma.fields.Nested(
+        AutoPromotionSchema,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Criteria for /evaluate; null: no automatic promotion"},
     )
 
 
@@ -111,3 +177,4 @@ class PolicySchema(Schema):
         attribute="effective_rules",
         metadata={"description": "Every rule in force: the model's own, then the defaults"},
     )
+    auto_promotion = ma.fields.Nested(AutoPromotionOutSchema, allow_none=True)

@@ -1,0 +1,94 @@
+"""Champion/challenger evaluation: decide by the model's criteria, audit, maybe request."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from registry_service.domain.entities import Principal, Stage, VersionDetail
+from registry_service.domain.evaluation import Decision, decide
+from registry_service.domain.names import check_model_name
+from registry_service.errors import Conflict, IllegalTransition
+from registry_service.gateway.base import RegistryGateway
+from registry_service.services.audit import AuditLog
+from registry_service.services.context import Context
+from registry_service.services.models import ModelService
+from registry_service.services.policies import PolicyService
+from registry_service.services.promotions import PromotionService
+
+
+def _metrics(detail: VersionDetail) -> dict[str, float]:
+    if detail.run is not None:
+        return dict(detail.run.metrics)
+    return dict(detail.lineage.metrics) if detail.lineage else {}
+
+
+class EvaluationService:
+    def __init__(
+        self,
+        gateway: RegistryGateway,
+        audit: AuditLog,
+        policies: PolicyService,
+        models: ModelService,
+        promotions: PromotionService,
+    ) -> None:
+        self.gateway = gateway
+        self.audit = audit
+        self.policies = policies
+        self.models = models
+        self.promotions = promotions
+
+    def evaluate(
+        self, ctx: Context, principal: Principal, name: str, version: int, dry_run: bool
+    ) -> Decision:
+        check_model_name(name)
+        criteria = self.policies.get(name).auto_promotion
+        if criteria is None:
+            raise Conflict(
+                f"model {name!r} has no auto-promotion criteria; set auto_promotion in "
+                f"PUT /api/v1/models/{name}/policy"
+            )
+        model = self.gateway.get_registered_model(name)
+        challenger = self.models.get_version(name, version)
+        champion_version = (
+            model.aliases.get(criteria.champion_alias)
+            if criteria.champion_alias
+            else model.latest_versions.get(Stage.PRODUCTION.value)
+        )
+        if champion_version == version:
+            raise IllegalTransition(f"version {version} is the champion it would be compared to")
+        champion = (
+            _metrics(self.models.get_version(name, champion_version))
+            if champion_version is not None
+            else None
+        )
+        decision = decide(criteria, version, _metrics(challenger), champion_version, champion)
+        self.audit.record(
+            ctx,
+            "model.evaluated",
+            model_name=name,
+            model_version=version,
+            before={
+                "criteria": criteria.as_dict(),
+                "champion_version": champion_version,
+                "champion_metrics": champion,
+                "challenger_metrics": _metrics(challenger),
+            },
+            after={
+                "passed": decision.passed,
+                "dry_run": dry_run,
+                "criteria": [asdict(c) for c in decision.criteria],
+            },
+        )
+        request = None
+        if decision.passed and not dry_run:
+            value = next(c.challenger for c in decision.criteria if c.name == "metric_present")
+            request = self.promotions.create(
+                ctx,
+                principal,
+                name,
+                version,
+                criteria.destination,
+                f"auto-promotion: {criteria.metric} {value} passed every criterion against "
+                + (f"version {champion_version}" if champion_version else "no champion"),
+            )
+        return replace(decision, request=request, dry_run=dry_run)
