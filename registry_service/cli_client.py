@@ -25,11 +25,12 @@ from registry_service.client import ApiProblem, RegistryClient, Unreachable
 EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_NOT_EXECUTED, EXIT_TIMEOUT = 1, 3, 4, 5
 
 
-def client_command(group: click.Group, name: str) -> Callable:
-    """A command with --url, --token and --json, errors mapped to exit codes."""
+def client_command(group: click.Group | None, name: str) -> Callable:
+    """A command (of ``group``, or top-level) with --url, --token and --json, errors
+    mapped to exit codes."""
 
     def decorator(func: Callable) -> click.Command:
-        @group.command(name)
+        @(group.command(name) if group is not None else click.command(name))
         @click.option(
             "--url",
             envvar="REGISTRY_URL",
@@ -242,7 +243,7 @@ def promote_status(client: RegistryClient, as_json: bool, request_id: int) -> in
     return promotion_exit(p)
 
 
-@client_command(click.Group("_"), "rollback")
+@client_command(None, "rollback")
 @click.argument("name")
 @target_options
 @click.option("--reason", required=True)
@@ -254,7 +255,7 @@ def rollback(client: RegistryClient, as_json: bool, name: str, stage, alias, rea
     return promotion_exit(p)
 
 
-@client_command(click.Group("_"), "evaluate")
+@client_command(None, "evaluate")
 @click.argument("name")
 @click.argument("version", type=int)
 @click.option("--dry-run", is_flag=True, help="Decide only; open no request.")

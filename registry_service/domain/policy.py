@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry_service.domain.entities import Principal, Role, Stage
 from registry_service.domain.names import check_alias
 from registry_service.errors import ValidationError
+
+if TYPE_CHECKING:  # evaluation builds on this module
+    from registry_service.domain.evaluation import AutoPromotion
 
 ANY_ALIAS = "*"
 MAX_APPROVALS = 10
@@ -161,7 +164,7 @@ class Policy:
     updated_at: datetime | None = None
     updated_by: str | None = None
     defaults: tuple[PolicyRule, ...] = field(default=DEFAULT_RULES)
-    auto_promotion: Any = None  # domain.evaluation.AutoPromotion, when the model sets one
+    auto_promotion: AutoPromotion | None = None
 
     @property
     def source(self) -> str:

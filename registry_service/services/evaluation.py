@@ -41,13 +41,13 @@ class EvaluationService:
         self, ctx: Context, principal: Principal, name: str, version: int, dry_run: bool
     ) -> Decision:
         check_model_name(name)
-        criteria = self.policies.get(name).auto_promotion
+        model = self.gateway.get_registered_model(name)
+        criteria = self.policies.stored(name).auto_promotion
         if criteria is None:
             raise Conflict(
                 f"model {name!r} has no auto-promotion criteria; set auto_promotion in "
                 f"PUT /api/v1/models/{name}/policy"
             )
-        model = self.gateway.get_registered_model(name)
         challenger = self.models.get_version(name, version)
         champion_version = (
             model.aliases.get(criteria.champion_alias)

@@ -76,8 +76,12 @@ class PolicyService:
     def get(self, name: str) -> Policy:
         check_model_name(name)
         self.gateway.get_registered_model(name)
+        return self.stored(name)
+
+    def stored(self, name: str) -> Policy:
+        """The policy as recorded, for callers that already checked the model exists."""
         with self.db.read() as session:
-            return _policy(name, session.get(ModelPolicyRow, name))
+            return self.load(session, name)
 
     def load(self, session: Session, name: str) -> Policy:
         return _policy(name, session.get(ModelPolicyRow, name))

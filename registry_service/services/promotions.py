@@ -133,6 +133,23 @@ def _write_back(session: Session, row: PromotionRequestRow, p: Promotion) -> Non
         )
 
 
+def _in_slot(model_name: str, version: int, target: Target) -> tuple:
+    """Requests for this (model, version, target): what the open-request index guards."""
+    return (
+        PromotionRequestRow.model_name == model_name,
+        PromotionRequestRow.version == version,
+        PromotionRequestRow.target_type == target.type.value,
+        PromotionRequestRow.target == target.name,
+    )
+
+
+def _overdue(now: datetime) -> tuple:
+    return (
+        PromotionRequestRow.status == Status.PENDING.value,
+        PromotionRequestRow.expires_at <= now,
+    )
+
+
 def _holder(model: RegisteredModel, target: Target) -> int | None:
     if target.type is TargetType.ALIAS:
         return model.aliases.get(target.name)
@@ -311,7 +328,7 @@ class PromotionService:
                 existing_request_id=existing,
             ) from None
         if p.status is Status.APPROVED:
-            self._execute_or_defer(ctx, p.id)
+            self._execute_or_defer(ctx, p)
         return self.get(p.id)
 
     def rollback(
@@ -334,10 +351,7 @@ class PromotionService:
         with self.db.read() as session:
             return session.execute(
                 select(PromotionRequestRow.id).where(
-                    PromotionRequestRow.model_name == model_name,
-                    PromotionRequestRow.version == version,
-                    PromotionRequestRow.target_type == target.type.value,
-                    PromotionRequestRow.target == target.name,
+                    *_in_slot(model_name, version, target),
                     PromotionRequestRow.status.in_(OPEN_STATUSES),
                 )
             ).scalar_one_or_none()
@@ -354,14 +368,7 @@ class PromotionService:
         """A pending request past its expiry no longer holds the slot a new one needs."""
         rows = session.execute(
             select(PromotionRequestRow)
-            .where(
-                PromotionRequestRow.model_name == model_name,
-                PromotionRequestRow.version == version,
-                PromotionRequestRow.target_type == target.type.value,
-                PromotionRequestRow.target == target.name,
-                PromotionRequestRow.status == Status.PENDING.value,
-                PromotionRequestRow.expires_at <= now,
-            )
+            .where(*_in_slot(model_name, version, target), *_overdue(now))
             .with_for_update()
         ).scalars()
         for row in rows:
@@ -445,9 +452,9 @@ class PromotionService:
                 )
             ]
 
-        self._change(ctx, request_id, step)
+        p = self._change(ctx, request_id, step)
         if reached:
-            self._execute_or_defer(ctx, request_id)
+            self._execute_or_defer(ctx, p)
         return self.get(request_id)
 
     def reject(
@@ -489,43 +496,41 @@ class PromotionService:
                 )
             ]
 
-        self._change(ctx, request_id, step)
-        self._execute_or_defer(ctx, request_id)
+        self._execute_or_defer(ctx, self._change(ctx, request_id, step))
         return self.get(request_id)
 
     # -- execution
-    def _execute_or_defer(self, ctx: Context, request_id: int) -> None:
+    def _execute_or_defer(self, ctx: Context, p: Promotion) -> None:
         """Execute now; if another execution holds the target too long, the request
         stays approved (and says so) and the sweep executes it."""
         try:
-            self._execute(ctx, request_id)
+            self._execute(ctx, p)
         except LockBusy:
-            log.warning("request %s approved; execution deferred to the sweep", request_id)
+            log.warning("request %s approved; execution deferred to the sweep", p.id)
 
     def sweep(self, ctx: Context) -> dict[str, int]:
         """Expire overdue requests and execute approved ones whose execution stalled."""
         expired = self.expire_due(ctx)
         cutoff = self.clock() - STALL_AFTER
         with self.db.read() as session:
-            stalled = list(
-                session.execute(
-                    select(PromotionRequestRow.id)
+            stalled = [
+                _to_domain(row)
+                for row in session.execute(
+                    select(PromotionRequestRow)
                     .where(
                         PromotionRequestRow.status == Status.APPROVED.value,
                         PromotionRequestRow.updated_at <= cutoff,
                     )
                     .order_by(PromotionRequestRow.id)
                 ).scalars()
-            )
-        for request_id in stalled:
-            self._execute_or_defer(ctx, request_id)
+            ]
+        for p in stalled:
+            self._execute_or_defer(ctx, p)
         return {"expired": expired, "executed_stalled": len(stalled)}
 
-    def _execute(self, ctx: Context, request_id: int) -> None:
-        with self.db.read() as session:
-            row = session.get(PromotionRequestRow, request_id)
-            lock_name = f"promotion:{row.model_name}\x00{row.target_type}:{row.target}"
-        with self.locks.hold(lock_name):
+    def _execute(self, ctx: Context, p: Promotion) -> None:
+        request_id = p.id
+        with self.locks.hold(f"promotion:{p.model_name}\x00{p.target.type.value}:{p.target.name}"):
             claimed = self._claim(ctx, request_id)
             if claimed is None:
                 return  # another worker settled it while we waited for the lock
@@ -675,22 +680,14 @@ class PromotionService:
         now = self.clock()
         with self.db.read() as session:
             due = session.execute(
-                select(PromotionRequestRow.id)
-                .where(
-                    PromotionRequestRow.status == Status.PENDING.value,
-                    PromotionRequestRow.expires_at <= now,
-                )
-                .limit(1)
+                select(PromotionRequestRow.id).where(*_overdue(now)).limit(1)
             ).first()
         if due is None:
             return 0
         with self.db.transaction() as session:
             rows = session.execute(
                 select(PromotionRequestRow)
-                .where(
-                    PromotionRequestRow.status == Status.PENDING.value,
-                    PromotionRequestRow.expires_at <= now,
-                )
+                .where(*_overdue(now))
                 .order_by(PromotionRequestRow.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)

@@ -80,6 +80,15 @@ def run_together(calls):
     return results
 
 
+def approve_without_executing(services, request_id, approver):
+    """The quorum-completing approval as committed by a worker that then dies."""
+    services.promotions._change(
+        CTX,
+        request_id,
+        lambda p, now: [("promotion.approved", {})] if p.approve(approver, None, now) else [],
+    )
+
+
 def production_versions(workers, model):
     page = workers[0].gateway.search_model_versions(model, 100, None)
     return sorted(v.version for v in page.items if v.stage == "Production")
@@ -157,13 +166,7 @@ def test_an_interrupted_execution_is_settled_by_retry(workers, people, model, ml
         CTX, people["requester"], model, 2, Target.alias("champion"), "ship it"
     )
     # What the approval does, minus the final record: approve, claim, apply.
-    services.promotions._change(
-        CTX,
-        opened.id,
-        lambda p, now: (
-            [("promotion.approved", {})] if p.approve(people["approver"], None, now) else []
-        ),
-    )
+    approve_without_executing(services, opened.id, people["approver"])
     claimed = services.promotions._claim(CTX, opened.id)
     services.promotions._apply(claimed)
     assert mlflow_client.get_model_version_by_alias(model, "champion").version == "2"
@@ -192,13 +195,7 @@ def test_sweep_executes_stalled_approvals(workers, people, model, mlflow_client)
     opened = services.promotions.create(
         CTX, people["requester"], model, 3, Target.stage("Staging"), "nightly"
     )
-    services.promotions._change(
-        CTX,
-        opened.id,
-        lambda p, now: (
-            [("promotion.approved", {})] if p.approve(people["approver"], None, now) else []
-        ),
-    )
+    approve_without_executing(services, opened.id, people["approver"])
     assert services.promotions.sweep(CTX)["executed_stalled"] == 0  # not stalled yet
     with services.db.transaction() as session:
         session.execute(
