@@ -52,10 +52,6 @@ def _json(body, status: int, replayed: bool = False) -> Response:
     return response
 
 
-def _detail(promotion) -> dict:
-    return PromotionDetailSchema().dump(promotion)
-
-
 @blp.route("")
 class Promotions(MethodView):
     @blp.requires()
@@ -134,7 +130,7 @@ class Promotions(MethodView):
             if key is not None:
                 services.idempotency.release(principal, key)
             raise
-        out = _detail(promotion)
+        out = PromotionDetailSchema().dump(promotion)
         if key is not None:
             services.idempotency.complete(principal, key, 201, out)
         response = _json(out, 201)
