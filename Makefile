@@ -29,11 +29,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check registry_service tests bench
+	$(BIN)/ruff format --check registry_service tests bench examples
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format registry_service tests bench
+	$(BIN)/ruff format registry_service tests bench examples
 
 bench: $(STAMP)
 	$(BIN)/python bench/version_latency.py

@@ -98,14 +98,25 @@ def register_api(app: Flask) -> Api:
 def register_blueprints(api: Api) -> None:
     from registry_service.resources.audit.routes import blp as audit_blp
     from registry_service.resources.auth.routes import blp as auth_blp
+    from registry_service.resources.experiments.routes import blp as experiments_blp
     from registry_service.resources.health.routes import blp as health_blp
     from registry_service.resources.lifecycle.routes import blp as lifecycle_blp
     from registry_service.resources.models.routes import blp as models_blp
     from registry_service.resources.policies.routes import blp as policies_blp
     from registry_service.resources.promotions.routes import blp as promotions_blp
+    from registry_service.resources.runs.routes import blp as runs_blp
 
     api.register_blueprint(health_blp)
-    for blp in (auth_blp, models_blp, policies_blp, lifecycle_blp, promotions_blp, audit_blp):
+    for blp in (
+        auth_blp,
+        models_blp,
+        policies_blp,
+        lifecycle_blp,
+        promotions_blp,
+        audit_blp,
+        experiments_blp,
+        runs_blp,
+    ):
         api.register_blueprint(blp, url_prefix="/api/v1" + (blp.url_prefix or ""))
 
 

@@ -87,6 +87,55 @@ class RegistryClient:
     def verify(self) -> dict:
         return self.call("GET", "/audit/verify")
 
+    def best_run(
+        self,
+        experiment_id: str,
+        metric: str,
+        higher_is_better: bool = True,
+        filter: str | None = None,
+    ) -> dict:
+        return self.call(
+            "GET",
+            f"/experiments/{experiment_id}/best-run",
+            params={
+                "metric": metric,
+                "order": "desc" if higher_is_better else "asc",
+                "filter": filter,
+            },
+        )
+
+    # -- registration
+    def ensure_model(self, name: str, description: str | None = None) -> dict:
+        """The registered model ``name``, created if it does not exist yet."""
+        try:
+            return self.model(name)
+        except ApiProblem as exc:
+            if exc.status != 404:
+                raise
+        body = {"name": name, "description": description} if description else {"name": name}
+        try:
+            return self.call("POST", "/models", json=body)
+        except ApiProblem as exc:
+            if exc.status != 409:  # created meanwhile by another job
+                raise
+            return self.model(name)
+
+    def register_version(
+        self,
+        name: str,
+        run_id: str,
+        artifact_path: str = "model",
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> dict:
+        """Register the model ``artifact_path`` logged by ``run_id``; lineage is recorded."""
+        body: dict[str, Any] = {"run_id": run_id, "artifact_path": artifact_path}
+        if description:
+            body["description"] = description
+        if tags:
+            body["tags"] = tags
+        return self.call("POST", f"/models/{name}/versions", json=body)
+
     # -- workflow
     def request_promotion(
         self,

@@ -64,6 +64,16 @@ class RunNotFound(NotFound):
     title = "Run not found"
 
 
+class ExperimentNotFound(NotFound):
+    code = "experiment-not-found"
+    title = "Experiment not found"
+
+
+class NoMatchingRun(NotFound):
+    code = "no-matching-run"
+    title = "No run matches"
+
+
 class TokenNotFound(NotFound):
     code = "token-not-found"
     title = "Token not found"

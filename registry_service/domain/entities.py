@@ -109,12 +109,20 @@ class Run:
     datasets: list[Dataset] = field(default_factory=list)
     logged_model_ids: list[str] = field(default_factory=list)
 
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.tags.get("mlflow.parentRunId")
+
 
 @dataclass(frozen=True)
 class Experiment:
     experiment_id: str
     name: str
     artifact_location: str | None = None
+    lifecycle_stage: str = "active"
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,24 @@ class RegistryGateway(ABC):
     def get_run(self, run_id: str) -> Run: ...
 
     @abstractmethod
+    def search_runs(
+        self,
+        experiment_ids: list[str],
+        filter_string: str | None,
+        order_by: list[str] | None,
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[Run]:
+        """Active runs, in MLflow's search syntax; runs missing an ordering metric sort last."""
+
+    @abstractmethod
     def get_experiment(self, experiment_id: str) -> Experiment: ...
+
+    @abstractmethod
+    def search_experiments(
+        self, name_like: str | None, view: str, max_results: int, page_token: str | None
+    ) -> Page[Experiment]:
+        """Experiments by name; ``view`` is active, deleted or all."""
 
     @abstractmethod
     def find_logged_model(self, run: Run, name: str) -> str | None:

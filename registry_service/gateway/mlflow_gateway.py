@@ -9,7 +9,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mlflow
 import requests
+from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -34,6 +36,12 @@ _ERROR_BY_CODE: dict[str, type[errors.RegistryError]] = {
     "BAD_REQUEST": errors.BadRequest,
     "PERMISSION_DENIED": errors.UpstreamError,
     "UNAUTHENTICATED": errors.UpstreamError,
+}
+
+_VIEW_TYPES = {
+    "active": ViewType.ACTIVE_ONLY,
+    "deleted": ViewType.DELETED_ONLY,
+    "all": ViewType.ALL,
 }
 
 
@@ -259,6 +267,10 @@ class MlflowGateway(RegistryGateway):
         return Page([self._version(mv) for mv in result], result.token or None)
 
     def create_model_version(self, name, source, run_id, description, tags, model_id=None):
+        if not self.remote:
+            # An embedded registry store resolves "models:/<id>" sources through the
+            # process-wide tracking URI, not this client's (a known MLflow limitation).
+            mlflow.set_tracking_uri(self.tracking_uri)
         with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
             mv = self.client.create_model_version(
                 name,
@@ -341,10 +353,46 @@ class MlflowGateway(RegistryGateway):
         with self._translate(errors.RunNotFound, f"run {run_id!r}"):
             return self._run(self.client.get_run(run_id))
 
+    def search_runs(self, experiment_ids, filter_string, order_by, max_results, page_token):
+        with self._translate(errors.ExperimentNotFound, "experiment"):
+            result = self.client.search_runs(
+                experiment_ids,
+                filter_string=filter_string or "",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=max_results,
+                order_by=order_by,
+                page_token=page_token,
+            )
+        return Page([self._run(run) for run in result], result.token or None)
+
+    @staticmethod
+    def _experiment(exp) -> Experiment:
+        return Experiment(
+            experiment_id=str(exp.experiment_id),
+            name=exp.name,
+            artifact_location=exp.artifact_location,
+            lifecycle_stage=exp.lifecycle_stage,
+            tags=dict(exp.tags or {}),
+            created_at=_ts(exp.creation_time),
+            updated_at=_ts(exp.last_update_time),
+        )
+
     def get_experiment(self, experiment_id):
-        with self._translate(errors.NotFound, f"experiment {experiment_id!r}"):
-            exp = self.client.get_experiment(experiment_id)
-        return Experiment(exp.experiment_id, exp.name, exp.artifact_location)
+        with self._translate(errors.ExperimentNotFound, f"experiment {experiment_id!r}"):
+            return self._experiment(self.client.get_experiment(experiment_id))
+
+    def search_experiments(self, name_like, view, max_results, page_token):
+        # ``name_like`` is checked by the caller: no quote can occur in it.
+        filter_string = f"name LIKE '{name_like}%'" if name_like else None
+        with self._translate(errors.ExperimentNotFound, "experiment"):
+            result = self.client.search_experiments(
+                view_type=_VIEW_TYPES[view],
+                max_results=max_results,
+                filter_string=filter_string,
+                order_by=["name ASC"],
+                page_token=page_token,
+            )
+        return Page([self._experiment(exp) for exp in result], result.token or None)
 
     def find_logged_model(self, run, name):
         with self._translate(errors.NotFound, f"logged models of run {run.run_id!r}"):

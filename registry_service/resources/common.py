@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import marshmallow as ma
 
 from registry_service.api import Schema
@@ -43,3 +45,16 @@ class PageArgsSchema(Schema):
         validate=ma.validate.Length(max=4096),
         metadata={"description": "next_page_token from the previous page"},
     )
+
+
+class MetricValue(ma.fields.Float):
+    """A metric; NaN and infinities, which JSON cannot carry, are sent as null."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None or not math.isfinite(value):
+            return None
+        return float(value)
+
+
+def metrics_field(**kwargs) -> ma.fields.Dict:
+    return ma.fields.Dict(keys=ma.fields.String(), values=MetricValue(allow_none=True), **kwargs)

@@ -12,6 +12,7 @@ from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
 from registry_service.services.evaluation import EvaluationService
+from registry_service.services.experiments import ExperimentService
 from registry_service.services.history import HistoryService
 from registry_service.services.idempotency import IdempotencyKeys
 from registry_service.services.models import ModelService
@@ -34,6 +35,7 @@ class Services:
     promotions: PromotionService
     history: HistoryService
     evaluation: EvaluationService
+    experiments: ExperimentService
     idempotency: IdempotencyKeys
 
     def close(self) -> None:
@@ -70,6 +72,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
         history=history,
         evaluation=EvaluationService(gateway, audit, policies, models, promotions),
         idempotency=IdempotencyKeys(db),
+        experiments=ExperimentService(gateway),
     )
 
 

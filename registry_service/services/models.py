@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from registry_service.db.database import Database
 from registry_service.db.models import VersionLineageRow
+from registry_service.domain.comparison import ComparedValue, side_by_side
 from registry_service.domain.entities import (
     Lineage,
     ModelVersion,
@@ -131,8 +132,8 @@ def check_tags(tags: dict[str, str] | None, field: str = "tags") -> dict[str, st
 class VersionComparison:
     model_name: str
     versions: list[VersionDetail]
-    metrics: list[dict[str, Any]]
-    params: list[dict[str, Any]]
+    metrics: list[ComparedValue]
+    params: list[ComparedValue]
 
 
 def _lineage_from_run(run: Run, experiment_name: str | None) -> Lineage:
@@ -470,36 +471,18 @@ class ModelService:
             )
         details = [self.get_version(name, v) for v in versions]
 
-        def side_by_side(pick: Callable[[VersionDetail], dict[str, Any]], numeric: bool):
-            rows = []
-            keys = sorted({k for d in details for k in pick(d)})
-            base = details[0]
-            for key in keys:
-                values = {str(d.version.version): pick(d).get(key) for d in details}
-                row: dict[str, Any] = {
-                    "key": key,
-                    "values": values,
-                    "differs": len({repr(v) for v in values.values()}) > 1,
-                }
-                if numeric and pick(base).get(key) is not None:
-                    ref = pick(base)[key]
-                    row["delta_from_first"] = {
-                        v: (val - ref if val is not None else None) for v, val in values.items()
-                    }
-                rows.append(row)
-            return rows
+        def column(detail: VersionDetail, kind: str) -> dict[str, Any]:
+            source = detail.run or detail.lineage
+            return getattr(source, kind) if source else {}
+
+        def table(kind: str, numeric: bool) -> list[ComparedValue]:
+            return side_by_side({str(d.version.version): column(d, kind) for d in details}, numeric)
 
         return VersionComparison(
             model_name=name,
             versions=details,
-            metrics=side_by_side(
-                lambda d: d.run.metrics if d.run else (d.lineage.metrics if d.lineage else {}),
-                numeric=True,
-            ),
-            params=side_by_side(
-                lambda d: d.run.params if d.run else (d.lineage.params if d.lineage else {}),
-                numeric=False,
-            ),
+            metrics=table("metrics", numeric=True),
+            params=table("params", numeric=False),
         )
 
     # -- stage and alias moves: only reached through governed promotions

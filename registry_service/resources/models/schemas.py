@@ -11,9 +11,11 @@ from registry_service.domain.names import MODEL_NAME_RULE
 from registry_service.resources.common import (
     PageArgsSchema,
     description_field,
+    metrics_field,
     tag_patch_field,
     tags_field,
 )
+from registry_service.resources.runs.schemas import DatasetSchema, RunSchema
 
 STAGES = [s.value for s in Stage]
 
@@ -74,29 +76,6 @@ class VersionSchema(Schema):
     updated_at = ma.fields.AwareDateTime()
 
 
-class DatasetSchema(Schema):
-    name = ma.fields.String()
-    digest = ma.fields.String(allow_none=True)
-    source_type = ma.fields.String(allow_none=True)
-    source = ma.fields.String(allow_none=True)
-    context = ma.fields.String(allow_none=True)
-
-
-class RunSchema(Schema):
-    run_id = ma.fields.String()
-    experiment_id = ma.fields.String()
-    run_name = ma.fields.String(allow_none=True)
-    status = ma.fields.String()
-    user_id = ma.fields.String(allow_none=True)
-    start_time = ma.fields.AwareDateTime(allow_none=True)
-    end_time = ma.fields.AwareDateTime(allow_none=True)
-    artifact_uri = ma.fields.String()
-    params = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
-    metrics = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float())
-    tags = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
-    datasets = ma.fields.List(ma.fields.Nested(DatasetSchema))
-
-
 class LineageSchema(Schema):
     run_id = ma.fields.String(allow_none=True)
     experiment_id = ma.fields.String(allow_none=True)
@@ -106,7 +85,7 @@ class LineageSchema(Schema):
     data_version = ma.fields.String(allow_none=True)
     datasets = ma.fields.List(ma.fields.Nested(DatasetSchema))
     params = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
-    metrics = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float())
+    metrics = metrics_field()
     registered_by = ma.fields.String(allow_none=True)
     registered_at = ma.fields.AwareDateTime(allow_none=True)
     recorded = ma.fields.Boolean(
@@ -171,7 +150,10 @@ class ComparedValueSchema(Schema):
     )
     differs = ma.fields.Boolean()
     delta_from_first = ma.fields.Dict(
-        keys=ma.fields.String(), values=ma.fields.Float(allow_none=True)
+        keys=ma.fields.String(),
+        values=ma.fields.Float(allow_none=True),
+        allow_none=True,
+        metadata={"description": "Metrics only: each value minus the first column's"},
     )
 
 

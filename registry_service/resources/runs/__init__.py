@@ -1,0 +1,1 @@
+"""Runs: one run, and runs side by side."""
