@@ -22,6 +22,8 @@ _LIKE_UNSAFE = re.compile(r"['%\\]")
 VIEWS = ("active", "deleted", "all")
 FILTER_MAX = 1000
 COMPARE_MIN, COMPARE_MAX = 2, 10
+# Small: the first run is nearly always the answer, and MLflow's cost grows with the page.
+BEST_RUN_BATCH = 5
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ def check_run_id(run_id: str, field: str = "run_id", location: str = "path") -> 
     if not RUN_ID_RE.match(run_id or ""):
         raise _invalid(field, location, "32 lowercase hex characters", f"invalid run id {run_id!r}")
     return run_id
+
+
+def check_experiment_id(experiment_id: str) -> str:
+    # Not a well-formed id: it cannot exist, and must not reach a filter.
+    if not EXPERIMENT_ID_RE.match(experiment_id or ""):
+        raise ExperimentNotFound(f"experiment {experiment_id!r} not found")
+    return experiment_id
 
 
 def metric_order(metric: str, ascending: bool) -> str:
@@ -77,9 +86,7 @@ class ExperimentService:
         )
 
     def get_experiment(self, experiment_id: str) -> Experiment:
-        if not EXPERIMENT_ID_RE.match(experiment_id or ""):
-            raise ExperimentNotFound(f"experiment {experiment_id!r} not found")
-        return self.gateway.get_experiment(experiment_id)
+        return self.gateway.get_experiment(check_experiment_id(experiment_id))
 
     # -- runs
     def list_runs(
@@ -92,18 +99,22 @@ class ExperimentService:
         page_token: str | None,
     ) -> Page[Run]:
         """Runs of one experiment, newest first unless ordered by a metric."""
-        self.get_experiment(experiment_id)
+        check_experiment_id(experiment_id)
         order = (
             [metric_order(check_metric_name(order_by_metric, "order_by"), ascending)]
-            if (order_by_metric)
+            if order_by_metric
             else None
         )
-        return filtered_page(
+        page = filtered_page(
             lambda token, n: self._search([experiment_id], filter_string, order, n, token),
             None,
             max_results,
             page_token,
         )
+        if not page.items and not page_token:
+            # MLflow answers an unknown experiment with no runs; only then ask which.
+            self.get_experiment(experiment_id)
+        return page
 
     def get_run(self, run_id: str) -> Run:
         if not RUN_ID_RE.match(run_id or ""):
@@ -141,28 +152,37 @@ class ExperimentService:
         """The run with the best value of ``metric``; unfinished runs only when asked."""
         check_metric_name(metric)
         for experiment_id in experiment_ids:
-            self.get_experiment(experiment_id)
-        clauses = [c for c in (filter_string, "attributes.status = 'FINISHED'") if c]
-        if not finished_only:
-            clauses = clauses[:1] if filter_string else []
-        # MLflow puts runs without the metric last in either direction, and NaN after
-        # every number, so skipping NaN needs a look past the first run.
-        page = self._search(
-            experiment_ids,
-            " AND ".join(clauses) or None,
-            [metric_order(metric, not higher_is_better), "attributes.start_time DESC"],
-            50,
-            None,
-        )
-        for run in page.items:
-            value = run.metrics.get(metric)
-            if value is not None and not math.isnan(value):
-                return run
-        raise NoMatchingRun(
-            f"no {'finished ' if finished_only else ''}run"
-            f"{' matching the filter' if filter_string else ''} has a value for {metric!r}",
-            metric=metric,
-        )
+            check_experiment_id(experiment_id)
+        clauses = [filter_string] if filter_string else []
+        if finished_only:
+            clauses.append("attributes.status = 'FINISHED'")
+        order = [metric_order(metric, not higher_is_better), "attributes.start_time DESC"]
+        token: str | None = None
+        while True:
+            page = self._search(
+                experiment_ids, " AND ".join(clauses) or None, order, BEST_RUN_BATCH, token
+            )
+            if not page.items and token is None:
+                # MLflow answers an unknown experiment with no runs; only then ask which.
+                for experiment_id in experiment_ids:
+                    self.get_experiment(experiment_id)
+            # MLflow sorts NaN after every number and runs without the metric last,
+            # in either direction: the first run with a number is the best.
+            for run in page.items:
+                value = run.metrics.get(metric)
+                if value is None:
+                    break
+                if not math.isnan(value):
+                    return run
+            else:
+                if page.next_page_token:
+                    token = page.next_page_token
+                    continue
+            raise NoMatchingRun(
+                f"no {'finished ' if finished_only else ''}run"
+                f"{' matching the filter' if filter_string else ''} has a value for {metric!r}",
+                metric=metric,
+            )
 
     def _search(
         self,
@@ -181,6 +201,9 @@ class ExperimentService:
                 experiment_ids, filter_string, order_by, max_results, page_token
             )
         except ValidationError as exc:
+            # An experiment id MLflow cannot parse is a missing experiment, not a bad filter.
+            for experiment_id in experiment_ids:
+                self.get_experiment(experiment_id)
             if exc.errors or not filter_string:
                 raise
             # MLflow rejects a filter it cannot parse as an invalid parameter.

@@ -239,6 +239,17 @@ def test_nested_search_compare_and_best_child(tracker, client):
     assert table.params[0].values == {children[2]: "2", children[4]: "4"}
 
 
+def test_best_run_passes_over_nan(tracker):
+    with tracker.start_run() as diverged:
+        diverged.log_metric("score", float("nan"))
+    with tracker.start_run() as modest:
+        modest.log_metric("score", 0.1)
+    assert tracker.best_run("score").run_id == modest.run_id
+    assert tracker.best_run("score", higher_is_better=False).run_id == modest.run_id
+    with pytest.raises(NoMatchingRun):
+        tracker.best_run("score", filter=f"attributes.run_id = '{diverged.run_id}'")
+
+
 def test_child_runs_from_worker_threads_nest_under_the_parent(tracker):
     from concurrent.futures import ThreadPoolExecutor
 
