@@ -14,9 +14,11 @@ model=${1:?usage: ci_promote.sh MODEL VERSION [STAGE]}
 version=${2:?usage: ci_promote.sh MODEL VERSION [STAGE]}
 stage=${3:-Staging}
 cli=${REGISTRY_CLI:-registry-service}
-pipeline=${CI_PIPELINE_ID:-${GITHUB_RUN_ID:-local}}
+# GitLab, then GitHub; outside CI every invocation is a new attempt.
+pipeline=${CI_PIPELINE_ID:-${GITHUB_RUN_ID:-local-$(date +%s)}}
+commit=${CI_COMMIT_SHA:-${GITHUB_SHA:-}}
 key="ci-${pipeline}-${model}-${version}-${stage}"
-reason="CI pipeline ${pipeline}: ${model} v${version} to ${stage}${CI_COMMIT_SHA:+ at ${CI_COMMIT_SHA}}"
+reason="CI pipeline ${pipeline}: ${model} v${version} to ${stage}${commit:+ at ${commit}}"
 
 # Informational: how the challenger compares with the champion under the policy.
 "$cli" evaluate "$model" "$version" --dry-run || true

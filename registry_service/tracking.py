@@ -11,9 +11,10 @@ was dirty), the user, the Python version and the versions of the main ML package
 top-level run also stores the full package list as ``environment/requirements.txt``.
 A run whose body raises ends FAILED (KILLED on Ctrl-C) with the error as a tag.
 
-The tracker uses MLflow's fluent API, so it sets the process's tracking URI: by default
-the one the service itself uses (``MLFLOW_TRACKING_URI``, else the embedded store under
-``REGISTRY_DATA_DIR``), and ``mlflow.*`` calls inside a run land in the same place.
+The tracker uses MLflow's fluent API, so each run it starts points the process's
+tracking URI at the tracker's store: by default the one the service itself uses
+(``MLFLOW_TRACKING_URI``, else the embedded store under ``REGISTRY_DATA_DIR``), and
+``mlflow.*`` calls inside the run land in the same place. Nest runs of one store only.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ USER_TAG = "mlflow.user"
 PYTHON_TAG = "registry.python_version"
 PACKAGES_TAG = "registry.packages"
 ERROR_TAG = "registry.error"
+WARNING_TAG = "registry.warning"
 REQUIREMENTS_ARTIFACT = "environment/requirements.txt"
 # Packages whose versions decide what a model does; recorded as a tag on every run.
 KEY_PACKAGES = (
@@ -86,7 +89,10 @@ FLAVOR_BY_MODULE = {
     "statsmodels": "statsmodels",
     "prophet": "prophet",
 }
-TAG_VALUE_MAX = 5000
+# MLflow's limits: longer values or bigger batches are refused whole.
+PARAM_VALUE_MAX = 6000
+TAG_VALUE_MAX = 8000
+BATCH_MAX = 100
 
 _current: contextvars.ContextVar[TrackedRun | None] = contextvars.ContextVar(
     "registry_tracked_run", default=None
@@ -94,15 +100,35 @@ _current: contextvars.ContextVar[TrackedRun | None] = contextvars.ContextVar(
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` becomes ``{"a.b": 1}``; empty mappings are kept as values."""
+    """``{"a": {"b": 1}}`` becomes ``{"a.b": 1}``; empty mappings are kept as values.
+
+    Raises ValueError when two entries flatten to one key (``{"a.b": 1, "a": {"b": 2}}``)
+    rather than dropping one of them.
+    """
     flat: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
+        nested = flatten(value, name) if isinstance(value, Mapping) and value else {name: value}
+        clash = flat.keys() & nested.keys()
+        if clash:
+            raise ValueError(f"{sorted(clash)[0]!r} is given twice once flattened")
+        flat.update(nested)
     return flat
+
+
+def _clipped(kind: str, key: str, text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    # MLflow refuses the whole batch over one long value; keep the run going.
+    warnings.warn(
+        f"{kind} {key!r} is {len(text)} characters; MLflow keeps {limit}: logged truncated",
+        stacklevel=4,
+    )
+    return text[: limit - 3] + "..."
+
+
+def _tag_texts(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {k: _clipped("tag", k, _param_text(v), TAG_VALUE_MAX) for k, v in flatten(tags).items()}
 
 
 def _param_text(value: Any) -> str:
@@ -140,10 +166,8 @@ def _git(source_dir: Path, *args: str) -> str | None:
 
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc))
+    if "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return url
 
 
@@ -227,11 +251,12 @@ class TrackedRun:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Nested mappings are flattened: ``{"opt": {"lr": 0.1}}`` logs ``opt.lr``."""
-        flat = flatten(params)
-        if flat:
-            entries = [Param(k, _param_text(v)) for k, v in flat.items()]
-            for start in range(0, len(entries), 100):
-                self._client.log_batch(self.run_id, params=entries[start : start + 100])
+        entries = [
+            Param(k, _clipped("param", k, _param_text(v), PARAM_VALUE_MAX))
+            for k, v in flatten(params).items()
+        ]
+        for start in range(0, len(entries), BATCH_MAX):
+            self._client.log_batch(self.run_id, params=entries[start : start + BATCH_MAX])
 
     def log_param(self, key: str, value: Any) -> None:
         self.log_params({key: value})
@@ -251,9 +276,9 @@ class TrackedRun:
         self.log_metrics({key: value}, step=step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        entries = [RunTag(k, _param_text(v)[:TAG_VALUE_MAX]) for k, v in flatten(tags).items()]
-        if entries:
-            self._client.log_batch(self.run_id, tags=entries)
+        entries = [RunTag(k, v) for k, v in _tag_texts(tags).items()]
+        for start in range(0, len(entries), BATCH_MAX):
+            self._client.log_batch(self.run_id, tags=entries[start : start + BATCH_MAX])
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -285,6 +310,7 @@ class TrackedRun:
         input_example, pip_requirements...).
         """
         module = _flavor_module(model, flavor)
+        mlflow.set_tracking_uri(self.tracker.tracking_uri)
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
             raise RuntimeError(
@@ -385,6 +411,8 @@ class Tracker:
         parent_run_id: str | None = None,
     ) -> Iterator[TrackedRun]:
         """Run the block as a run; inside another run of this thread it nests."""
+        # The fluent API reads the process-wide URI; another tracker may have moved it.
+        mlflow.set_tracking_uri(self.tracking_uri)
         outer = mlflow.active_run()
         if parent_run_id is None and outer is not None:
             parent_run_id = outer.info.run_id
@@ -393,7 +421,7 @@ class Tracker:
             run_name=run_name,
             nested=outer is not None,
             parent_run_id=parent_run_id,
-            tags={**self.provenance(), **{k: _param_text(v) for k, v in (tags or {}).items()}},
+            tags={**self.provenance(), **_tag_texts(tags or {})},
             description=description,
         )
         run = TrackedRun(self, active.info.run_id, self.experiment_id)
@@ -402,12 +430,16 @@ class Tracker:
             if parent_run_id is None:
                 self._log_requirements(run)
             yield run
+        except GeneratorExit:
+            # The context manager was dropped without exiting; the enclosing run's end,
+            # or the process's, ends this one.
+            raise
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            self._end(run, status, f"{type(exc).__name__}: {exc}")
+            self._end(run, outer, status, f"{type(exc).__name__}: {exc}")
             raise
         else:
-            self._end(run, "FINISHED")
+            self._end(run, outer, "FINISHED")
         finally:
             _current.reset(token)
 
@@ -415,11 +447,13 @@ class Tracker:
         lines = [f"{name}=={version}" for name, version in installed_packages().items()]
         self.client.log_text(run.run_id, "\n".join(lines) + "\n", REQUIREMENTS_ARTIFACT)
 
-    def _end(self, run: TrackedRun, status: str, error: str | None = None) -> None:
+    def _end(self, run: TrackedRun, outer, status: str, error: str | None = None) -> None:
         if error:
             run.set_tag(ERROR_TAG, error)
-        # Runs the body left open above ours end with it, so ours is the one ended.
-        while (active := mlflow.active_run()) is not None:
+        # Runs the body left open inside ours end with it; the runs around ours do not,
+        # even when the body already ended ours itself.
+        stop_at = outer.info.run_id if outer is not None else None
+        while (active := mlflow.active_run()) is not None and active.info.run_id != stop_at:
             mine = active.info.run_id == run.run_id
             mlflow.end_run(status)
             if mine:
@@ -460,6 +494,28 @@ def active_run() -> TrackedRun | None:
     return _current.get()
 
 
+def _log_outcome(
+    run: TrackedRun,
+    model: Any,
+    metrics: Mapping[str, Any],
+    model_name: str | None,
+    model_kwargs: Mapping[str, Any] | None,
+) -> None:
+    """Log what a training function returned; it has already succeeded, so a result that
+    cannot be logged is a warning on a FINISHED run, not a lost result."""
+    try:
+        run.log_metrics(metrics)
+    except TypeError as exc:
+        warnings.warn(f"metrics not logged: {exc}", stacklevel=3)
+        run.set_tag(WARNING_TAG, f"metrics not logged: {exc}")
+    if model_name and model is not None:
+        try:
+            run.log_model(model, model_name, **dict(model_kwargs or {}))
+        except TypeError as exc:
+            warnings.warn(f"model not logged: {exc}", stacklevel=3)
+            run.set_tag(WARNING_TAG, f"model not logged: {exc}")
+
+
 def track(
     experiment: str | None = None,
     *,
@@ -474,17 +530,27 @@ def track(
     Its arguments that look like configuration (numbers, strings, and lists or dicts
     of them) are logged as params, by parameter name and with defaults filled in. When
     it returns ``(model, metrics)``, the metrics are logged and, with ``log_model``,
-    the model too. The last run's id is kept as ``func.last_run_id``.
+    the model too; what cannot be logged (a non-numeric metric, an object of no known
+    flavor) is a warning and a ``registry.warning`` tag, and the result is still
+    returned. The last run's id is kept as ``func.last_run_id``.
     """
     if (experiment is None) == (tracker is None):
         raise ValueError("give track() an experiment name or a tracker, not both")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(func)
+        made: list[Tracker] = []
+        lock = threading.Lock()
+
+        def runner() -> Tracker:
+            # Built on first call, then reused: the lookup and provenance happen once.
+            with lock:
+                if not made:
+                    made.append(tracker or Tracker(experiment))
+                return made[0]
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            runner = tracker or Tracker(experiment)
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             params = {}
@@ -494,7 +560,7 @@ def track(
                     params.update({k: v for k, v in value.items() if _is_param_like(v)})
                 elif kind is not inspect.Parameter.VAR_POSITIONAL and _is_param_like(value):
                     params[name] = value
-            with runner.start_run(run_name or func.__name__) as run:
+            with runner().start_run(run_name or func.__name__) as run:
                 wrapper.last_run_id = run.run_id
                 run.log_params(params)
                 result = func(*args, **kwargs)
@@ -503,10 +569,7 @@ def track(
                     and len(result) == 2
                     and isinstance(result[1], Mapping)
                 ):
-                    model, metrics = result
-                    run.log_metrics(metrics)
-                    if log_model and model is not None:
-                        run.log_model(model, model_name, **dict(model_kwargs or {}))
+                    _log_outcome(run, *result, model_name if log_model else None, model_kwargs)
             return result
 
         wrapper.last_run_id = None

@@ -58,3 +58,27 @@ class MetricValue(ma.fields.Float):
 
 def metrics_field(**kwargs) -> ma.fields.Dict:
     return ma.fields.Dict(keys=ma.fields.String(), values=MetricValue(allow_none=True), **kwargs)
+
+
+class ComparedParamSchema(Schema):
+    key = ma.fields.String()
+    values = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.String(allow_none=True),
+        metadata={"description": "Column (version or run id) to value; null where missing"},
+    )
+    differs = ma.fields.Boolean()
+
+
+class ComparedMetricSchema(Schema):
+    key = ma.fields.String()
+    values = metrics_field(
+        metadata={"description": "Column (version or run id) to value; null where missing"}
+    )
+    differs = ma.fields.Boolean()
+    delta_from_first = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=MetricValue(allow_none=True),
+        allow_none=True,
+        metadata={"description": "Each value minus the first column's; null if it has none"},
+    )

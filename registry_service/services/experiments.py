@@ -10,20 +10,26 @@ from registry_service.domain.comparison import ComparedValue, side_by_side
 from registry_service.domain.entities import Experiment, Page, Run
 from registry_service.domain.names import RUN_ID_RE
 from registry_service.domain.paging import filtered_page
-from registry_service.errors import ExperimentNotFound, NoMatchingRun, RunNotFound, ValidationError
+from registry_service.errors import (
+    BadRequest,
+    ExperimentNotFound,
+    NoMatchingRun,
+    RunNotFound,
+    ValidationError,
+)
 from registry_service.gateway.base import RegistryGateway
 
 # Names MLflow accepts for metrics, minus the backtick that would end a quoted key.
 METRIC_NAME_RE = re.compile(r"^[\w.\- /:]{1,250}$")
 METRIC_NAME_RULE = "1-250 of letters, digits, '_', '-', '.', ' ', '/', ':'"
-EXPERIMENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# MLflow's stores number experiments with 64-bit integers.
+EXPERIMENT_ID_RE = re.compile(r"^[0-9]{1,19}$")
+EXPERIMENT_ID_MAX = 2**63 - 1
 # Experiment names are free text; these characters would bend the LIKE filter.
 _LIKE_UNSAFE = re.compile(r"['%\\]")
 VIEWS = ("active", "deleted", "all")
 FILTER_MAX = 1000
 COMPARE_MIN, COMPARE_MAX = 2, 10
-# Small: the first run is nearly always the answer, and MLflow's cost grows with the page.
-BEST_RUN_BATCH = 5
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,16 @@ def check_run_id(run_id: str, field: str = "run_id", location: str = "path") -> 
 
 
 def check_experiment_id(experiment_id: str) -> str:
-    # Not a well-formed id: it cannot exist, and must not reach a filter.
-    if not EXPERIMENT_ID_RE.match(experiment_id or ""):
+    # An id MLflow could never have issued is simply not found.
+    if not EXPERIMENT_ID_RE.match(experiment_id or "") or int(experiment_id) > EXPERIMENT_ID_MAX:
         raise ExperimentNotFound(f"experiment {experiment_id!r} not found")
     return experiment_id
+
+
+def check_filter(filter_string: str | None) -> str | None:
+    if filter_string and len(filter_string) > FILTER_MAX:
+        raise _invalid("filter", "query", f"at most {FILTER_MAX} characters", "filter is too long")
+    return filter_string
 
 
 def metric_order(metric: str, ascending: bool) -> str:
@@ -78,12 +90,16 @@ class ExperimentService:
             )
         # LIKE reads '_' as a wildcard, so re-check the prefix literally.
         predicate = (lambda e: e.name.startswith(prefix)) if prefix and "_" in prefix else None
-        return filtered_page(
-            lambda token, n: self.gateway.search_experiments(prefix, view, n, token),
-            predicate,
-            max_results,
-            page_token,
-        )
+
+        def fetch(token: str | None, n: int) -> Page[Experiment]:
+            try:
+                return self.gateway.search_experiments(prefix, view, n, token)
+            except ValidationError as exc:
+                if token and "token" in exc.detail.lower():
+                    raise BadRequest("page_token is not a token this service issued") from exc
+                raise
+
+        return filtered_page(fetch, predicate, max_results, page_token)
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         return self.gateway.get_experiment(check_experiment_id(experiment_id))
@@ -100,6 +116,7 @@ class ExperimentService:
     ) -> Page[Run]:
         """Runs of one experiment, newest first unless ordered by a metric."""
         check_experiment_id(experiment_id)
+        check_filter(filter_string)
         order = (
             [metric_order(check_metric_name(order_by_metric, "order_by"), ascending)]
             if order_by_metric
@@ -111,7 +128,7 @@ class ExperimentService:
             max_results,
             page_token,
         )
-        if not page.items and not page_token:
+        if not page.items:
             # MLflow answers an unknown experiment with no runs; only then ask which.
             self.get_experiment(experiment_id)
         return page
@@ -153,36 +170,25 @@ class ExperimentService:
         check_metric_name(metric)
         for experiment_id in experiment_ids:
             check_experiment_id(experiment_id)
-        clauses = [filter_string] if filter_string else []
+        clauses = [check_filter(filter_string)] if filter_string else []
         if finished_only:
             clauses.append("attributes.status = 'FINISHED'")
         order = [metric_order(metric, not higher_is_better), "attributes.start_time DESC"]
-        token: str | None = None
-        while True:
-            page = self._search(
-                experiment_ids, " AND ".join(clauses) or None, order, BEST_RUN_BATCH, token
-            )
-            if not page.items and token is None:
-                # MLflow answers an unknown experiment with no runs; only then ask which.
-                for experiment_id in experiment_ids:
-                    self.get_experiment(experiment_id)
-            # MLflow sorts NaN after every number and runs without the metric last,
-            # in either direction: the first run with a number is the best.
-            for run in page.items:
-                value = run.metrics.get(metric)
-                if value is None:
-                    break
-                if not math.isnan(value):
-                    return run
-            else:
-                if page.next_page_token:
-                    token = page.next_page_token
-                    continue
+        page = self._search(experiment_ids, " AND ".join(clauses) or None, order, 1, None)
+        if not page.items:
+            # MLflow answers an unknown experiment with no runs; only then ask which.
+            for experiment_id in experiment_ids:
+                self.get_experiment(experiment_id)
+        # MLflow sorts numbers first in either direction, then NaN, then runs without
+        # the metric: unless the first run has a number, none has.
+        value = page.items[0].metrics.get(metric) if page.items else None
+        if value is None or math.isnan(value):
             raise NoMatchingRun(
                 f"no {'finished ' if finished_only else ''}run"
                 f"{' matching the filter' if filter_string else ''} has a value for {metric!r}",
                 metric=metric,
             )
+        return page.items[0]
 
     def _search(
         self,
@@ -192,18 +198,13 @@ class ExperimentService:
         max_results: int,
         page_token: str | None,
     ) -> Page[Run]:
-        if filter_string and len(filter_string) > FILTER_MAX:
-            raise _invalid(
-                "filter", "query", f"at most {FILTER_MAX} characters", "filter is too long"
-            )
         try:
             return self.gateway.search_runs(
                 experiment_ids, filter_string, order_by, max_results, page_token
             )
         except ValidationError as exc:
-            # An experiment id MLflow cannot parse is a missing experiment, not a bad filter.
-            for experiment_id in experiment_ids:
-                self.get_experiment(experiment_id)
+            if page_token and "token" in exc.detail.lower():
+                raise BadRequest("page_token is not a token this service issued") from exc
             if exc.errors or not filter_string:
                 raise
             # MLflow rejects a filter it cannot parse as an invalid parameter.

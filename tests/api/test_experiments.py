@@ -110,10 +110,26 @@ def test_unknown_experiment_is_404(client, auth):
         "/api/v1/experiments/987654321",
         "/api/v1/experiments/987654321/runs",
         "/api/v1/experiments/not%20an%20id/runs",
+        "/api/v1/experiments/abc",
+        "/api/v1/experiments/abc/runs",
+        f"/api/v1/experiments/{'9' * 30}/best-run?metric=auc",
     ):
         resp = client.get(url, headers=auth())
         assert resp.status_code == 404, url
         assert resp.json["type"].endswith("/experiment-not-found")
+
+
+def test_forged_page_token_is_400(client, auth, experiment):
+    import base64
+    import json as jsonlib
+
+    inner = base64.b64encode(b'{"offset": "x"}').decode()
+    outer = base64.urlsafe_b64encode(jsonlib.dumps({"u": inner, "s": 0}).encode()).decode()
+    for url in (f"/api/v1/experiments/{experiment['id']}/runs", "/api/v1/experiments"):
+        for token in ("%%%", outer.rstrip("=")):
+            resp = client.get(url, query_string={"page_token": token}, headers=auth())
+            assert resp.status_code == 400, (url, token, resp.json)
+            assert resp.json["type"].endswith("/bad-request")
 
 
 def test_best_run_skips_unfinished_and_respects_direction(client, auth, experiment):

@@ -1,5 +1,6 @@
 """Model versions: registration with lineage, detail, listing, patching, comparing."""
 
+import math
 import uuid
 
 import pytest
@@ -207,14 +208,21 @@ def test_compare_versions_side_by_side(client, auth, model, make_run):
         make_run(params={"lr": "0.1", "depth": "4"}, metrics={"auc": 0.80, "loss": 0.5}),
     )
     register(
-        client, auth, model, make_run(params={"lr": "0.05", "depth": "4"}, metrics={"auc": 0.86})
+        client,
+        auth,
+        model,
+        make_run(params={"lr": "0.05", "depth": "4"}, metrics={"auc": 0.86, "f1": math.nan}),
     )
-    body = client.get(f"/api/v1/models/{model}/compare?versions=1,2", headers=auth()).json
+    response = client.get(f"/api/v1/models/{model}/compare?versions=1,2", headers=auth())
+    assert "NaN" not in response.get_data(as_text=True)  # not valid JSON
+    body = response.json
     metrics = {m["key"]: m for m in body["metrics"]}
     assert metrics["auc"]["values"] == {"1": 0.80, "2": 0.86}
     assert metrics["auc"]["differs"] is True
     assert metrics["auc"]["delta_from_first"]["2"] == pytest.approx(0.06)
     assert metrics["loss"]["values"] == {"1": 0.5, "2": None}
+    assert metrics["f1"]["values"] == {"1": None, "2": None}
+    assert metrics["f1"]["delta_from_first"] is None
     params = {p["key"]: p for p in body["params"]}
     assert params["depth"]["differs"] is False and params["lr"]["differs"] is True
     assert [v["version"] for v in body["versions"]] == [1, 2]

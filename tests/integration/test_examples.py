@@ -167,7 +167,7 @@ def test_hyperparameter_search_registers_the_best_child(service):
     assert len(children) == 6
     assert children[0]["run_id"] == result["best_run_id"]
     assert all(c["metrics"]["val_auc"] <= best["metrics"]["val_auc"] for c in children)
-    # The same pick over REST; without the filter, the search run itself competes.
+    # The same pick over REST, among this search's children.
     over_rest = call(
         service,
         "GET",

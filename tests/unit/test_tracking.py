@@ -7,6 +7,7 @@ import subprocess
 import uuid
 
 import matplotlib
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -19,6 +20,7 @@ from registry_service.tracking import (
     PYTHON_TAG,
     REQUIREMENTS_ARTIFACT,
     USER_TAG,
+    WARNING_TAG,
     Tracker,
     active_run,
     flatten,
@@ -83,6 +85,11 @@ def test_flatten_nested_params():
         "depth": 4,
         "e": {},
     }
+
+
+def test_flatten_refuses_keys_that_collide():
+    with pytest.raises(ValueError, match=r"'a\.b' is given twice"):
+        flatten({"a.b": 1, "a": {"b": 2}})
 
 
 def test_run_records_commit_clean_tree_user_python_and_packages(tracker, repo, client):
@@ -191,15 +198,46 @@ def test_artifacts_files_folders_figures_and_dicts(tracker, client, tmp_path):
 
 
 def test_raising_body_marks_the_run_failed_and_ends_open_children(tracker, client):
+    left_open = tracker.start_run("left-open")  # kept: entered, never exited
     with pytest.raises(ValueError, match="diverged"), tracker.start_run("doomed") as run:
-        child = tracker.start_run("left-open").__enter__()
+        child = left_open.__enter__()
         run.log_metric("loss", 1.0)
         raise ValueError("loss diverged")
     parent = client.get_run(run.run_id)
     assert parent.info.status == "FAILED"
     assert parent.data.tags[ERROR_TAG] == "ValueError: loss diverged"
     assert client.get_run(child.run_id).info.status == "FAILED"
-    assert __import__("mlflow").active_run() is None
+    assert ERROR_TAG not in client.get_run(child.run_id).data.tags
+    assert mlflow.active_run() is None
+
+
+def test_a_run_ended_by_the_body_leaves_the_outer_run_alone(tracker, client):
+    with tracker.start_run("outer") as outer:
+        with tracker.start_run("inner") as inner:
+            mlflow.end_run()  # training code ending its own run
+        assert mlflow.active_run().info.run_id == outer.run_id
+        outer.log_metric("after", 1.0)
+    assert client.get_run(inner.run_id).info.status == "FINISHED"
+    assert client.get_run(outer.run_id).info.status == "FINISHED"
+    assert client.get_run(outer.run_id).data.metrics == {"after": 1.0}
+
+
+def test_each_tracker_writes_to_its_own_store(store, tmp_path, client):
+    first = Tracker("store-a", tracking_uri=store["uri"], artifact_root=store["artifacts"])
+    other_uri = f"sqlite:///{tmp_path / 'other.db'}"
+    Tracker("store-b", tracking_uri=other_uri, artifact_root=str(tmp_path / "art"))
+    with first.start_run() as run:  # built before the other, used after it
+        run.log_metric("m", 1.0)
+    assert client.get_run(run.run_id).data.metrics == {"m": 1.0}
+
+
+def test_over_long_params_and_tags_are_truncated_not_fatal(tracker, client):
+    with pytest.warns(UserWarning, match="logged truncated"), tracker.start_run() as run:
+        run.log_params({"prompt": "x" * 7000})
+        run.set_tags({f"t{i}": i for i in range(150)})  # more than one MLflow batch
+    data = client.get_run(run.run_id).data
+    assert len(data.params["prompt"]) == 6000 and data.params["prompt"].endswith("...")
+    assert data.tags["t149"] == "149"
 
 
 def test_keyboard_interrupt_marks_the_run_killed(tracker, client):
@@ -217,8 +255,8 @@ def test_nested_search_compare_and_best_child(tracker, client):
                 trial.log_metric("auc", auc)
                 trial.log_metric("latency_ms", depth * 1.5)
                 children[depth] = trial.run_id
-        # The parent logs the search's best score too; filtering by parent skips it.
-        parent.log_metric("auc", 0.88)
+        # The parent logs a score of its own; only the filter keeps it out.
+        parent.log_metric("auc", 0.95)
     for depth, run_id in children.items():
         run = tracker.get_run(run_id)
         assert run.parent_run_id == parent.run_id
@@ -228,6 +266,7 @@ def test_nested_search_compare_and_best_child(tracker, client):
     assert tracker.get_run(parent.run_id).parent_run_id is None
 
     of_search = f"tags.mlflow.parentRunId = '{parent.run_id}'"
+    assert tracker.best_run("auc").run_id == parent.run_id
     assert tracker.best_run("auc", filter=of_search).run_id == children[4]
     assert tracker.best_run("latency_ms", higher_is_better=False).run_id == children[2]
     with pytest.raises(NoMatchingRun):
@@ -263,6 +302,7 @@ def test_child_runs_from_worker_threads_nest_under_the_parent(tracker):
         with ThreadPoolExecutor(max_workers=3) as pool:
             ids = list(pool.map(trial, [0.1, 0.2, 0.3]))
     assert {tracker.get_run(i).parent_run_id for i in ids} == {parent.run_id}
+    assert {tracker.get_run(i).status for i in ids} == {"FINISHED"}
     assert tracker.get_run(parent.run_id).status == "FINISHED"
 
 
@@ -314,6 +354,23 @@ def test_track_decorator_skips_data_arguments_and_fails_the_run(tracker, client)
     assert run.info.status == "FAILED"
     assert run.data.params == {"lr": "0.5"}
     assert run.data.tags[ERROR_TAG] == "RuntimeError: out of memory"
+
+
+def test_track_keeps_a_result_it_cannot_log(tracker, client):
+    @track(tracker=tracker)
+    def train(lr=0.1):
+        return object(), {"acc": 0.9, "note": "fine"}
+
+    with pytest.warns(UserWarning) as caught:
+        _, metrics = train()
+    assert metrics["acc"] == 0.9
+    assert {str(w.message).split(":")[0] for w in caught} == {
+        "metrics not logged",
+        "model not logged",
+    }
+    run = client.get_run(train.last_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[WARNING_TAG].startswith("model not logged")
 
 
 def test_track_needs_exactly_one_of_experiment_or_tracker(tracker):

@@ -9,6 +9,8 @@ from registry_service.api import Schema
 from registry_service.domain.entities import Stage, VersionDetail
 from registry_service.domain.names import MODEL_NAME_RULE
 from registry_service.resources.common import (
+    ComparedMetricSchema,
+    ComparedParamSchema,
     PageArgsSchema,
     description_field,
     metrics_field,
@@ -141,24 +143,8 @@ class CompareArgsSchema(Schema):
     )
 
 
-class ComparedValueSchema(Schema):
-    key = ma.fields.String()
-    values = ma.fields.Dict(
-        keys=ma.fields.String(),
-        values=ma.fields.Raw(allow_none=True),
-        metadata={"description": "Version number to value"},
-    )
-    differs = ma.fields.Boolean()
-    delta_from_first = ma.fields.Dict(
-        keys=ma.fields.String(),
-        values=ma.fields.Float(allow_none=True),
-        allow_none=True,
-        metadata={"description": "Metrics only: each value minus the first column's"},
-    )
-
-
 class ComparisonSchema(Schema):
     model_name = ma.fields.String()
     versions = ma.fields.List(ma.fields.Nested(VersionDetailSchema))
-    metrics = ma.fields.List(ma.fields.Nested(ComparedValueSchema))
-    params = ma.fields.List(ma.fields.Nested(ComparedValueSchema))
+    metrics = ma.fields.List(ma.fields.Nested(ComparedMetricSchema))
+    params = ma.fields.List(ma.fields.Nested(ComparedParamSchema))

@@ -6,7 +6,11 @@ import marshmallow as ma
 from webargs.fields import DelimitedList
 
 from registry_service.api import Schema
-from registry_service.resources.common import MetricValue, metrics_field
+from registry_service.resources.common import (
+    ComparedMetricSchema,
+    ComparedParamSchema,
+    metrics_field,
+)
 
 
 class DatasetSchema(Schema):
@@ -52,29 +56,7 @@ class RunCompareArgsSchema(Schema):
     )
 
 
-class RunComparedParamSchema(Schema):
-    key = ma.fields.String()
-    values = ma.fields.Dict(
-        keys=ma.fields.String(),
-        values=ma.fields.String(allow_none=True),
-        metadata={"description": "Run id to value; null where the run lacks it"},
-    )
-    differs = ma.fields.Boolean()
-
-
-class RunComparedMetricSchema(Schema):
-    key = ma.fields.String()
-    values = metrics_field(metadata={"description": "Run id to value; null where the run lacks it"})
-    differs = ma.fields.Boolean()
-    delta_from_first = ma.fields.Dict(
-        keys=ma.fields.String(),
-        values=MetricValue(allow_none=True),
-        allow_none=True,
-        metadata={"description": "Each value minus the first run's; null if it has none"},
-    )
-
-
 class RunComparisonSchema(Schema):
     runs = ma.fields.List(ma.fields.Nested(RunSchema))
-    metrics = ma.fields.List(ma.fields.Nested(RunComparedMetricSchema))
-    params = ma.fields.List(ma.fields.Nested(RunComparedParamSchema))
+    metrics = ma.fields.List(ma.fields.Nested(ComparedMetricSchema))
+    params = ma.fields.List(ma.fields.Nested(ComparedParamSchema))
