@@ -54,6 +54,19 @@ def token(cli: str, env: dict, name: str, role: str) -> dict:
     return {"Authorization": f"Bearer {secret}"}
 
 
+def migrated_service_env(pg_url: str, mlflow_uri: str, workdir: Path) -> tuple[dict, str]:
+    """The service's environment on a fresh, migrated database, and its command."""
+    env = {
+        **os.environ,
+        "REGISTRY_DATA_DIR": str(workdir / "registry"),
+        "REGISTRY_DATABASE_URL": create_database(pg_url, "registry"),
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+    }
+    cli = str(Path(sys.executable).parent / "registry-service")
+    subprocess.run([cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+    return env, cli
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=100)
@@ -76,14 +89,7 @@ def main() -> None:
             client.log_artifacts(run.info.run_id, str(Path(tmp) / "model"), "model")
         client.set_terminated(run.info.run_id)
 
-        env = {
-            **os.environ,
-            "REGISTRY_DATA_DIR": str(workdir / "registry"),
-            "REGISTRY_DATABASE_URL": create_database(pg.url, "registry"),
-            "MLFLOW_TRACKING_URI": server.uri,
-        }
-        cli = str(Path(sys.executable).parent / "registry-service")
-        subprocess.run([cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+        env, cli = migrated_service_env(pg.url, server.uri, workdir)
         requester = token(cli, env, "ci-bot", "requester")
         approvers = [token(cli, env, f"approver-{i}", "approver") for i in (1, 2)]
 

@@ -13,9 +13,7 @@ stall the README describes). Ratios are ours / MLflow's.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.promotion_latency import summary, token  # noqa: E402
+from bench.promotion_latency import migrated_service_env, summary, token  # noqa: E402
 from bench.version_latency import start_service, stop, timed  # noqa: E402
 from registry_service.gateway.http import (  # noqa: E402
     QuickAckHTTPConnectionPool,
@@ -78,14 +76,7 @@ def main() -> None:
         run_ids = load_runs(client, experiment_id, args.runs)
         print(f"loaded {args.runs} runs in {time.perf_counter() - started:.1f} s")
 
-        env = {
-            **os.environ,
-            "REGISTRY_DATA_DIR": str(workdir / "registry"),
-            "REGISTRY_DATABASE_URL": create_database(pg.url, "registry"),
-            "MLFLOW_TRACKING_URI": server.uri,
-        }
-        cli = str(Path(sys.executable).parent / "registry-service")
-        subprocess.run([cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+        env, cli = migrated_service_env(pg.url, server.uri, workdir)
         viewer = token(cli, env, "analyst", "viewer")
         port = free_port()
         service = start_service(env, port)
