@@ -122,6 +122,8 @@ models = click.Group("models", help="Registered models.")
 versions = click.Group("versions", help="Model versions.")
 promote = click.Group("promote", help="Promotion requests: request, approve, reject, status.")
 audit = click.Group("audit", help="The audit log.")
+experiments = click.Group("experiments", help="Tracking experiments.")
+runs = click.Group("runs", help="Tracked runs: the best one, and runs side by side.")
 
 
 @client_command(models, "list")
@@ -176,6 +178,106 @@ def versions_list(client: RegistryClient, as_json: bool, name: str, stage: str |
             ["version", "stage", "status", "run", "created"],
         ),
     )
+    return 0
+
+
+@client_command(versions, "register")
+@click.argument("name")
+@click.argument("run_id")
+@click.option(
+    "--artifact-path", default="model", show_default=True, help="Logged model name in the run."
+)
+@click.option("--description")
+@click.option("--create-model", is_flag=True, help="Create the registered model if missing.")
+def versions_register(
+    client: RegistryClient,
+    as_json: bool,
+    name: str,
+    run_id: str,
+    artifact_path: str,
+    description: str | None,
+    create_model: bool,
+) -> int:
+    """Register the model a run logged as a new version, with its lineage."""
+    if create_model:
+        client.ensure_model(name)
+    v = client.register_version(name, run_id, artifact_path, description)
+
+    def render(v: dict) -> None:
+        lineage = v.get("lineage") or {}
+        click.echo(f"{v['name']} v{v['version']} from run {v['run_id']}")
+        click.echo(f"  commit     {lineage.get('git_commit') or '-'}")
+        for key, value in sorted((lineage.get("metrics") or {}).items()):
+            click.echo(f"  {key:<10} {value}")
+
+    emit(v, as_json, render)
+    return 0
+
+
+# -- experiments and runs
+def _run_rows(rs: list[dict], metric: str | None) -> None:
+    table(
+        [
+            [r["run_id"], r["run_name"], r["status"], r["metrics"].get(metric) if metric else None]
+            for r in rs
+        ],
+        ["run", "name", "status", metric or "-"],
+    )
+
+
+@client_command(experiments, "list")
+@click.option("--prefix", help="Only names starting so.")
+def experiments_list(client: RegistryClient, as_json: bool, prefix: str | None) -> int:
+    """List experiments."""
+    emit(
+        client.experiments(prefix),
+        as_json,
+        lambda es: table(
+            [[e["experiment_id"], e["name"], e["created_at"]] for e in es],
+            ["id", "name", "created"],
+        ),
+    )
+    return 0
+
+
+@client_command(runs, "best")
+@click.argument("experiment")
+@click.option("--metric", required=True)
+@click.option("--lower-is-better", is_flag=True, help="Smallest value wins (loss, latency).")
+@click.option("--filter", "filter_string", help="MLflow search syntax, e.g. \"tags.team = 'x'\".")
+def runs_best(
+    client: RegistryClient,
+    as_json: bool,
+    experiment: str,
+    metric: str,
+    lower_is_better: bool,
+    filter_string: str | None,
+) -> int:
+    """The finished run of EXPERIMENT (name or id) with the best metric."""
+    run = client.best_run(
+        client.experiment_id(experiment), metric, not lower_is_better, filter_string
+    )
+    emit(run, as_json, lambda r: _run_rows([r], metric))
+    return 0
+
+
+@client_command(runs, "compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--metric", "metrics", multiple=True, help="Only this metric (repeatable).")
+def runs_compare(client: RegistryClient, as_json: bool, run_ids, metrics) -> int:
+    """Metrics and params of 2-10 runs side by side."""
+    comparison = client.compare_runs(list(run_ids), list(metrics))
+
+    def render(c: dict) -> None:
+        ids = [r["run_id"] for r in c["runs"]]
+        rows = [
+            [kind, row["key"], *(row["values"].get(i) for i in ids)]
+            for kind in ("metrics", "params")
+            for row in c[kind]
+        ]
+        table(rows, ["kind", "key", *(i[:8] for i in ids)])
+
+    emit(comparison, as_json, render)
     return 0
 
 
@@ -319,7 +421,7 @@ def audit_verify(client: RegistryClient, as_json: bool) -> int:
 
 
 def register(main: click.Group) -> None:
-    for group in (models, versions, promote, audit):
+    for group in (models, versions, promote, audit, experiments, runs):
         main.add_command(group)
     main.add_command(rollback)
     main.add_command(evaluate)

@@ -87,6 +87,34 @@ class RegistryClient:
     def verify(self) -> dict:
         return self.call("GET", "/audit/verify")
 
+    def experiments(self, prefix: str | None = None, limit: int = 100) -> list[dict]:
+        return self.call(
+            "GET", "/experiments", params={"name_prefix": prefix, "max_results": limit}
+        )["experiments"]
+
+    def experiment_id(self, name_or_id: str) -> str:
+        """An experiment id, given the id itself or the experiment's exact name."""
+        if name_or_id.isdigit():
+            return name_or_id
+        for experiment in self.experiments(name_or_id, limit=500):
+            if experiment["name"] == name_or_id:
+                return experiment["experiment_id"]
+        raise ApiProblem(
+            404,
+            {
+                "code": "experiment-not-found",
+                "title": "Experiment not found",
+                "detail": f"no active experiment named {name_or_id!r}",
+            },
+        )
+
+    def compare_runs(self, run_ids: list[str], metrics: list[str] | None = None) -> dict:
+        return self.call(
+            "GET",
+            "/runs/compare",
+            params={"run_ids": ",".join(run_ids), "metrics": ",".join(metrics or []) or None},
+        )
+
     def best_run(
         self,
         experiment_id: str,

@@ -138,3 +138,75 @@ def test_evaluate_exit_codes(cli, model, client, auth):
     missing = cli("evaluate", model, "2", "--dry-run", role="requester")
     assert missing.exit_code == 4 and "NOT PASSED" in missing.output
     assert "metric_present" in missing.output
+
+
+@pytest.fixture
+def search(make_run):
+    name = f"cli-search-{uuid.uuid4().hex[:8]}"
+    ids = [
+        make_run(
+            params={"depth": depth},
+            metrics={"auc": auc, "latency_ms": latency},
+            experiment=name,
+        )
+        for depth, auc, latency in ((2, 0.81, 3.0), (4, 0.88, 9.0), (8, 0.85, 20.0))
+    ]
+    return {"name": name, "runs": ids}
+
+
+def test_best_run_by_name_or_id_and_register_it(cli, search, model_name):
+    best = cli("runs", "best", search["name"], "--metric", "auc", "--json")
+    assert best.exit_code == 0, best.output
+    best_run = json.loads(best.output)
+    assert best_run["run_id"] == search["runs"][1]
+    fastest = cli(
+        "runs", "best", best_run["experiment_id"], "--metric", "latency_ms", "--lower-is-better"
+    )
+    assert fastest.exit_code == 0
+    assert fastest.output.splitlines()[1].startswith(search["runs"][0])
+
+    registered = cli(
+        "versions",
+        "register",
+        model_name,
+        best_run["run_id"],
+        "--create-model",
+        "--json",
+        role="requester",
+    )
+    assert registered.exit_code == 0, registered.output
+    # stdout only: the in-process server's MLflow logging lands in the runner's stderr.
+    version = json.loads(registered.stdout)
+    assert version["version"] == 1 and version["run_id"] == best_run["run_id"]
+    assert version["lineage"]["metrics"]["auc"] == pytest.approx(0.88)
+    again = cli("versions", "register", model_name, best_run["run_id"], role="requester")
+    assert again.exit_code == 0 and again.stdout.startswith(f"{model_name} v2 from run")
+
+
+def test_run_commands_refuse_clearly(cli, search):
+    missing = cli("runs", "best", "no-such-experiment-here", "--metric", "auc")
+    assert missing.exit_code == 1
+    assert "no active experiment named" in missing.output
+    no_metric = cli("runs", "best", search["name"], "--metric", "f1", "--json")
+    assert no_metric.exit_code == 1
+    assert json.loads(no_metric.output)["code"] == "no-matching-run"
+    unregistrable = cli("versions", "register", "no-such-model-x", search["runs"][0], role="viewer")
+    assert unregistrable.exit_code == 1 and "403" in unregistrable.output
+
+
+def test_experiments_list_and_runs_compare(cli, search):
+    listed = cli("experiments", "list", "--prefix", search["name"])
+    assert listed.exit_code == 0
+    assert [line.split()[1] for line in listed.output.splitlines()[1:]] == [search["name"]]
+
+    a, b, _ = search["runs"]
+    compared = cli("runs", "compare", a, b, "--metric", "auc")
+    assert compared.exit_code == 0, compared.output
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in compared.output.splitlines()[1:]}
+    assert rows[("metrics", "auc")] == ["0.81", "0.88"]
+    assert rows[("params", "depth")] == ["2", "4"]
+    assert ("metrics", "latency_ms") not in rows
+    as_json = json.loads(cli("runs", "compare", a, b, "--json").output)
+    assert {row["key"] for row in as_json["metrics"]} == {"auc", "latency_ms"}
+    too_few = cli("runs", "compare", a)
+    assert too_few.exit_code == 1 and "run_ids" in too_few.output
