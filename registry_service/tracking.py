@@ -359,7 +359,10 @@ class Tracker:
         self.source_dir = Path(source_dir) if source_dir else _default_source_dir()
         self.experiment_name = experiment
         mlflow.set_tracking_uri(self.tracking_uri)
-        self.gateway = MlflowGateway(self.tracking_uri, artifact_root=self.artifact_root)
+        # Reads only; a training process keeps MLflow's patient defaults for uploads.
+        self.gateway = MlflowGateway(
+            self.tracking_uri, artifact_root=self.artifact_root, bound_http=False
+        )
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiments = ExperimentService(self.gateway)
         self.experiment_id = self._experiment_id(experiment)

@@ -82,11 +82,14 @@ class MlflowGateway(RegistryGateway):
         timeout: float = 10.0,
         max_retries: int = 2,
         quickack: bool = True,
+        bound_http: bool = True,
     ) -> None:
+        """``bound_http=False`` leaves MLflow's own HTTP timeouts and retries alone, for
+        processes (training code) whose uploads may rightly take minutes."""
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.remote = tracking_uri.startswith(("http://", "https://"))
-        if self.remote:
+        if self.remote and bound_http:
             # MLflow reads these per call; the defaults (120 s, 7 retries with
             # exponential backoff) would hold a request for minutes when MLflow is down.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
@@ -94,9 +97,9 @@ class MlflowGateway(RegistryGateway):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             # One pooled connection per serving thread, instead of MLflow's 10.
             os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", "32")
-            if quickack:
-                install_low_latency_transport()
-        elif artifact_root:
+        if self.remote and quickack:
+            install_low_latency_transport()
+        elif not self.remote and artifact_root:
             self._init_embedded_store(artifact_root)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
