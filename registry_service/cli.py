@@ -161,17 +161,23 @@ def promotions() -> None:
 
 @promotions.command("sweep")
 def promotions_sweep() -> None:
-    """Expire overdue requests; execute approved ones whose execution stalled (cron)."""
+    """Expire overdue requests, execute approved ones whose execution stalled, and
+    forget idempotency keys past their retention (cron)."""
     from registry_service.services.container import build_services
 
-    services = build_services(_settings())
+    settings = _settings()
+    services = build_services(settings)
     try:
         counts = services.promotions.sweep(_ctx())
+        purged = services.idempotency.purge(timedelta(hours=settings.idempotency_retention_hours))
     except RegistryError as exc:
         _fail(exc)
     finally:
         services.close()
-    click.echo(f"{counts['expired']} expired, {counts['executed_stalled']} stalled executed")
+    click.echo(
+        f"{counts['expired']} expired, {counts['executed_stalled']} stalled executed, "
+        f"{purged} idempotency keys purged"
+    )
 
 
 @main.command("serve")

@@ -51,6 +51,7 @@ class Settings:
     mlflow_quickack: bool = True
     default_page_size: int = 50
     max_page_size: int = 500
+    idempotency_retention_hours: int = 168
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,6 +77,7 @@ class Settings:
             not in ("0", "false", "no", "off"),
             default_page_size=_int(env, "REGISTRY_DEFAULT_PAGE_SIZE", 50),
             max_page_size=_int(env, "REGISTRY_MAX_PAGE_SIZE", 500),
+            idempotency_retention_hours=_int(env, "REGISTRY_IDEMPOTENCY_RETENTION_HOURS", 168),
         )
 
     def with_overrides(self, **overrides: Any) -> Settings:

@@ -216,4 +216,5 @@ class IdempotencyKeyRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[Any | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Indexed for the retention purge.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

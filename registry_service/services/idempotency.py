@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from registry_service.db.base import utcnow
@@ -94,6 +95,16 @@ class IdempotencyKeys:
             row = session.get(IdempotencyKeyRow, (principal, key), with_for_update=True)
             if row is not None:
                 row.state, row.response_status, row.response_body = DONE, status, body
+
+    def purge(self, older_than: timedelta) -> int:
+        """Forget keys first used more than ``older_than`` ago; a retry after that is a
+        new call. Never shorter than the in-flight lease, so no live call loses its key."""
+        cutoff = utcnow() - max(older_than, LEASE)
+        with self.db.transaction() as session:
+            result = session.execute(
+                delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < cutoff)
+            )
+            return result.rowcount
 
     def release(self, principal: str, key: str) -> None:
         """Forget a key whose call failed on our side, so the client's retry runs."""
