@@ -19,7 +19,10 @@ ROLES = [r.value for r in Role]
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(f"configuration: {exc}") from exc
 
 
 def _ctx() -> Context:
@@ -168,8 +171,9 @@ def promotions_sweep() -> None:
     settings = _settings()
     services = build_services(settings)
     try:
-        counts = services.promotions.sweep(_ctx())
+        # First: it needs only the database, so an MLflow outage cannot hold it up.
         purged = services.idempotency.purge(timedelta(hours=settings.idempotency_retention_hours))
+        counts = services.promotions.sweep(_ctx())
     except RegistryError as exc:
         _fail(exc)
     finally:

@@ -93,12 +93,12 @@ class RegistryClient:
         )["experiments"]
 
     def experiment_id(self, name_or_id: str) -> str:
-        """An experiment id, given the id itself or the experiment's exact name."""
+        """An experiment's id, given its exact name or, failing that, the id itself."""
+        named = self.call("GET", "/experiments", params={"name": name_or_id})["experiments"]
+        if named:
+            return named[0]["experiment_id"]
         if name_or_id.isdigit():
-            return name_or_id
-        for experiment in self.experiments(name_or_id, limit=500):
-            if experiment["name"] == name_or_id:
-                return experiment["experiment_id"]
+            return self.call("GET", f"/experiments/{name_or_id}")["experiment_id"]
         raise ApiProblem(
             404,
             {

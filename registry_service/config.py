@@ -29,6 +29,13 @@ def _int(env: dict[str, str], key: str, default: int) -> int:
         raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
 
 
+def _bounded(env: dict[str, str], key: str, default: int, low: int, high: int) -> int:
+    value = _int(env, key, default)
+    if not low <= value <= high:
+        raise ValueError(f"{key} must be between {low} and {high}, got {value}")
+    return value
+
+
 def _float(env: dict[str, str], key: str, default: float) -> float:
     raw = env.get(key)
     if raw is None or raw == "":
@@ -77,7 +84,10 @@ class Settings:
             not in ("0", "false", "no", "off"),
             default_page_size=_int(env, "REGISTRY_DEFAULT_PAGE_SIZE", 50),
             max_page_size=_int(env, "REGISTRY_MAX_PAGE_SIZE", 500),
-            idempotency_retention_hours=_int(env, "REGISTRY_IDEMPOTENCY_RETENTION_HOURS", 168),
+            # At most ten years: longer would overflow date arithmetic.
+            idempotency_retention_hours=_bounded(
+                env, "REGISTRY_IDEMPOTENCY_RETENTION_HOURS", 168, 1, 87_600
+            ),
         )
 
     def with_overrides(self, **overrides: Any) -> Settings:

@@ -93,6 +93,7 @@ FLAVOR_BY_MODULE = {
 PARAM_VALUE_MAX = 6000
 TAG_VALUE_MAX = 8000
 BATCH_MAX = 100
+KEY_MAX = 250
 
 _current: contextvars.ContextVar[TrackedRun | None] = contextvars.ContextVar(
     "registry_tracked_run", default=None
@@ -116,7 +117,15 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _check_key(kind: str, key: str) -> str:
+    if len(key) > KEY_MAX:
+        # A value can be shortened; a name cannot without colliding with another.
+        raise ValueError(f"{kind} name {key[:40]!r}... is over MLflow's {KEY_MAX} characters")
+    return key
+
+
 def _clipped(kind: str, key: str, text: str, limit: int) -> str:
+    _check_key(kind, key)
     if len(text) <= limit:
         return text
     # MLflow refuses the whole batch over one long value; keep the run going.
@@ -268,7 +277,9 @@ class TrackedRun:
         if bad:
             raise TypeError(f"metrics must be numbers, got {bad!r}")
         now = int(time.time() * 1000)
-        entries = [Metric(k, float(v), now, step or 0) for k, v in flat.items()]
+        entries = [
+            Metric(_check_key("metric", k), float(v), now, step or 0) for k, v in flat.items()
+        ]
         for start in range(0, len(entries), 1000):
             self._client.log_batch(self.run_id, metrics=entries[start : start + 1000])
 
@@ -417,6 +428,7 @@ class Tracker:
         # The fluent API reads the process-wide URI; another tracker may have moved it.
         mlflow.set_tracking_uri(self.tracking_uri)
         outer = mlflow.active_run()
+        started_in = threading.get_ident()
         if parent_run_id is None and outer is not None:
             parent_run_id = outer.info.run_id
         active = mlflow.start_run(
@@ -434,15 +446,17 @@ class Tracker:
                 self._log_requirements(run)
             yield run
         except GeneratorExit:
-            # The context manager was dropped without exiting; the enclosing run's end,
-            # or the process's, ends this one.
+            # Abandoned without exiting (a generator closed early, or collected): end the
+            # run KILLED, unless the run around it already ended it.
+            if self.client.get_run(run.run_id).info.status == "RUNNING":
+                self._end(run, outer, "KILLED", thread=started_in)
             raise
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            self._end(run, outer, status, f"{type(exc).__name__}: {exc}")
+            self._end(run, outer, status, f"{type(exc).__name__}: {exc}", started_in)
             raise
         else:
-            self._end(run, outer, "FINISHED")
+            self._end(run, outer, "FINISHED", thread=started_in)
         finally:
             _current.reset(token)
 
@@ -450,13 +464,26 @@ class Tracker:
         lines = [f"{name}=={version}" for name, version in installed_packages().items()]
         self.client.log_text(run.run_id, "\n".join(lines) + "\n", REQUIREMENTS_ARTIFACT)
 
-    def _end(self, run: TrackedRun, outer, status: str, error: str | None = None) -> None:
+    def _end(
+        self,
+        run: TrackedRun,
+        outer,
+        status: str,
+        error: str | None = None,
+        thread: int | None = None,
+    ) -> None:
         if error:
             run.set_tag(ERROR_TAG, error)
         # Runs the body left open inside ours end with it; the runs around ours do not,
-        # even when the body already ended ours itself.
+        # even when the body already ended ours itself. MLflow's stack of active runs is
+        # per thread: from any other thread (a collector closing an abandoned block),
+        # only our own run is ended.
         stop_at = outer.info.run_id if outer is not None else None
-        while (active := mlflow.active_run()) is not None and active.info.run_id != stop_at:
+        while (
+            thread in (None, threading.get_ident())
+            and (active := mlflow.active_run()) is not None
+            and active.info.run_id != stop_at
+        ):
             mine = active.info.run_id == run.run_id
             mlflow.end_run(status)
             if mine:
@@ -508,15 +535,15 @@ def _log_outcome(
     cannot be logged is a warning on a FINISHED run, not a lost result."""
     try:
         run.log_metrics(metrics)
-    except TypeError as exc:
+    except (TypeError, ValueError, MlflowException) as exc:
         warnings.warn(f"metrics not logged: {exc}", stacklevel=3)
-        run.set_tag(WARNING_TAG, f"metrics not logged: {exc}")
+        run.set_tag(f"{WARNING_TAG}.metrics", str(exc))
     if model_name and model is not None:
         try:
             run.log_model(model, model_name, **dict(model_kwargs or {}))
-        except TypeError as exc:
+        except (TypeError, ValueError, MlflowException) as exc:
             warnings.warn(f"model not logged: {exc}", stacklevel=3)
-            run.set_tag(WARNING_TAG, f"model not logged: {exc}")
+            run.set_tag(f"{WARNING_TAG}.model", str(exc))
 
 
 def track(
@@ -534,7 +561,7 @@ def track(
     of them) are logged as params, by parameter name and with defaults filled in. When
     it returns ``(model, metrics)``, the metrics are logged and, with ``log_model``,
     the model too; what cannot be logged (a non-numeric metric, an object of no known
-    flavor) is a warning and a ``registry.warning`` tag, and the result is still
+    flavor) is a warning and a ``registry.warning.*`` tag, and the result is still
     returned. The last run's id is kept as ``func.last_run_id``.
     """
     if (experiment is None) == (tracker is None):

@@ -116,6 +116,9 @@ class RegistryGateway(ABC):
     def get_experiment(self, experiment_id: str) -> Experiment: ...
 
     @abstractmethod
+    def get_experiment_by_name(self, name: str) -> Experiment | None: ...
+
+    @abstractmethod
     def search_experiments(
         self, name_like: str | None, view: str, max_results: int, page_token: str | None
     ) -> Page[Experiment]:

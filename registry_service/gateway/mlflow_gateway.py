@@ -85,7 +85,9 @@ class MlflowGateway(RegistryGateway):
         bound_http: bool = True,
     ) -> None:
         """``bound_http=False`` leaves MLflow's own HTTP timeouts and retries alone, for
-        processes (training code) whose uploads may rightly take minutes."""
+        processes (training code) whose uploads may rightly take minutes. The bounds are
+        process-wide environment settings: a bounded gateway built earlier in the same
+        process has already set them."""
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.remote = tracking_uri.startswith(("http://", "https://"))
@@ -383,6 +385,11 @@ class MlflowGateway(RegistryGateway):
     def get_experiment(self, experiment_id):
         with self._translate(errors.ExperimentNotFound, f"experiment {experiment_id!r}"):
             return self._experiment(self.client.get_experiment(experiment_id))
+
+    def get_experiment_by_name(self, name):
+        with self._translate(errors.ExperimentNotFound, f"experiment {name!r}"):
+            found = self.client.get_experiment_by_name(name)
+        return self._experiment(found) if found is not None else None
 
     def search_experiments(self, name_like, view, max_results, page_token):
         # ``name_like`` is checked by the caller: no quote can occur in it.

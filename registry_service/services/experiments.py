@@ -80,10 +80,20 @@ class ExperimentService:
 
     # -- experiments
     def list_experiments(
-        self, prefix: str | None, view: str, max_results: int, page_token: str | None
+        self,
+        prefix: str | None,
+        view: str,
+        max_results: int,
+        page_token: str | None,
+        name: str | None = None,
     ) -> Page[Experiment]:
+        """Experiments by name prefix, or the one named exactly ``name``."""
         if view not in VIEWS:
             raise _invalid("view", "query", f"one of {', '.join(VIEWS)}", f"invalid view {view!r}")
+        if name is not None:
+            found = self.gateway.get_experiment_by_name(name)
+            wanted = view == "all" or (found is not None and found.lifecycle_stage == view)
+            return Page([found] if found is not None and wanted else [], None)
         if prefix and _LIKE_UNSAFE.search(prefix):
             raise _invalid(
                 "name_prefix", "query", "no quote, '%' or backslash", "invalid name prefix"

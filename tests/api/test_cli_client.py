@@ -157,13 +157,13 @@ def search(make_run):
 def test_best_run_by_name_or_id_and_register_it(cli, search, model_name):
     best = cli("runs", "best", search["name"], "--metric", "auc", "--json")
     assert best.exit_code == 0, best.output
-    best_run = json.loads(best.output)
+    best_run = json.loads(best.stdout)
     assert best_run["run_id"] == search["runs"][1]
     fastest = cli(
         "runs", "best", best_run["experiment_id"], "--metric", "latency_ms", "--lower-is-better"
     )
     assert fastest.exit_code == 0
-    assert fastest.output.splitlines()[1].startswith(search["runs"][0])
+    assert fastest.stdout.splitlines()[1].startswith(search["runs"][0])
 
     registered = cli(
         "versions",
@@ -181,6 +181,14 @@ def test_best_run_by_name_or_id_and_register_it(cli, search, model_name):
     assert version["lineage"]["metrics"]["auc"] == pytest.approx(0.88)
     again = cli("versions", "register", model_name, best_run["run_id"], role="requester")
     assert again.exit_code == 0 and again.stdout.startswith(f"{model_name} v2 from run")
+
+
+def test_an_experiment_named_like_a_number_is_found_by_name(cli, make_run):
+    name = str(900_000_000 + uuid.uuid4().int % 99_999_999)
+    run_id = make_run(metrics={"auc": 0.7}, log_model=False, experiment=name)
+    best = cli("runs", "best", name, "--metric", "auc", "--json")
+    assert best.exit_code == 0, best.output
+    assert json.loads(best.stdout)["run_id"] == run_id
 
 
 def test_run_commands_refuse_clearly(cli, search):

@@ -50,6 +50,22 @@ def test_list_experiments_by_prefix_with_paging(client, auth, experiment, mlflow
     assert second.json["next_page_token"] is None
 
 
+def test_find_an_experiment_by_exact_name(client, auth, mlflow_client):
+    odd = f"team's 100% /exp-{uuid.uuid4().hex[:6]}"
+    exp_id = mlflow_client.create_experiment(odd)
+    found = client.get("/api/v1/experiments", query_string={"name": odd}, headers=auth())
+    assert found.status_code == 200
+    assert [e["experiment_id"] for e in found.json["experiments"]] == [exp_id]
+    mlflow_client.delete_experiment(exp_id)
+    for view, expected in (("active", []), ("deleted", [exp_id]), ("all", [exp_id])):
+        resp = client.get(
+            "/api/v1/experiments", query_string={"name": odd, "view": view}, headers=auth()
+        )
+        assert [e["experiment_id"] for e in resp.json["experiments"]] == expected, view
+    absent = client.get("/api/v1/experiments", query_string={"name": odd + "x"}, headers=auth())
+    assert absent.json == {"experiments": [], "next_page_token": None}
+
+
 def test_experiment_list_refuses_a_prefix_that_would_bend_the_filter(client, auth):
     resp = client.get(
         "/api/v1/experiments", query_string={"name_prefix": "x' OR name LIKE '"}, headers=auth()

@@ -45,6 +45,9 @@ def test_remote_settings_from_env():
 def test_bad_numbers_in_env_name_the_variable():
     with pytest.raises(ValueError, match="REGISTRY_MLFLOW_MAX_RETRIES"):
         Settings.from_env({"REGISTRY_MLFLOW_MAX_RETRIES": "many"})
+    for hours in ("0", "87601"):
+        with pytest.raises(ValueError, match="REGISTRY_IDEMPOTENCY_RETENTION_HOURS must be"):
+            Settings.from_env({"REGISTRY_IDEMPOTENCY_RETENTION_HOURS": hours})
 
 
 @pytest.mark.parametrize(

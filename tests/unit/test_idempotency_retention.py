@@ -67,3 +67,15 @@ def test_sweep_command_reports_purged_keys(tmp_path, monkeypatch):
     result = runner.invoke(main, ["promotions", "sweep"])
     assert result.exit_code == 0, result.output
     assert "0 expired, 0 stalled executed, 1 idempotency keys purged" in result.output
+
+
+def test_sweep_command_refuses_a_bad_retention(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from registry_service.cli import main
+
+    monkeypatch.setenv("REGISTRY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REGISTRY_IDEMPOTENCY_RETENTION_HOURS", "99999999")
+    result = CliRunner().invoke(main, ["promotions", "sweep"])
+    assert result.exit_code == 2
+    assert "REGISTRY_IDEMPOTENCY_RETENTION_HOURS must be between 1 and 87600" in result.output

@@ -211,6 +211,32 @@ def test_raising_body_marks_the_run_failed_and_ends_open_children(tracker, clien
     assert mlflow.active_run() is None
 
 
+def test_a_run_in_a_generator_closed_early_ends_killed(tracker, client):
+    started = []
+
+    def batches():
+        with tracker.start_run("streaming") as run:
+            started.append(run.run_id)
+            yield from range(10)
+
+    stream = batches()
+    next(stream)
+    stream.close()
+    assert client.get_run(started[0]).info.status == "KILLED"
+    assert mlflow.active_run() is None
+    with tracker.start_run("next") as following:
+        pass  # top level again, not nested under the abandoned run
+    assert "mlflow.parentRunId" not in client.get_run(following.run_id).data.tags
+
+
+def test_names_over_mlflow_limit_are_refused_before_sending(tracker):
+    with tracker.start_run() as run:
+        with pytest.raises(ValueError, match="over MLflow's 250"):
+            run.log_params({"x" * 251: 1})
+        with pytest.raises(ValueError, match="over MLflow's 250"):
+            run.log_metrics({"m" * 251: 1.0})
+
+
 def test_a_run_ended_by_the_body_leaves_the_outer_run_alone(tracker, client):
     with tracker.start_run("outer") as outer:
         with tracker.start_run("inner") as inner:
@@ -370,7 +396,18 @@ def test_track_keeps_a_result_it_cannot_log(tracker, client):
     }
     run = client.get_run(train.last_run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags[WARNING_TAG].startswith("model not logged")
+    assert "metrics must be numbers" in run.data.tags[f"{WARNING_TAG}.metrics"]
+    assert "flavor" in run.data.tags[f"{WARNING_TAG}.model"]
+
+
+def test_track_keeps_a_result_whose_metric_names_collide(tracker, client):
+    @track(tracker=tracker, log_model=False)
+    def train():
+        return None, {"val.auc": 0.9, "val": {"auc": 0.8}}
+
+    with pytest.warns(UserWarning, match="given twice"):
+        assert train()[1]["val.auc"] == 0.9
+    assert client.get_run(train.last_run_id).info.status == "FINISHED"
 
 
 def test_track_needs_exactly_one_of_experiment_or_tracker(tracker):

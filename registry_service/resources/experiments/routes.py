@@ -34,9 +34,9 @@ class Experiments(MethodView):
     @blp.arguments(ExperimentListArgsSchema, location="query")
     @blp.response(200, ExperimentPageSchema)
     def get(self, args):
-        """List experiments by name"""
+        """List experiments by name prefix, or find one by its exact name"""
         page = _experiments().list_experiments(
-            args["name_prefix"], args["view"], args["max_results"], args["page_token"]
+            args["name_prefix"], args["view"], args["max_results"], args["page_token"], args["name"]
         )
         return {"experiments": page.items, "next_page_token": page.next_page_token}
 

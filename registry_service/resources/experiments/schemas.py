@@ -32,6 +32,11 @@ class ExperimentListArgsSchema(PageArgsSchema):
         validate=ma.validate.Length(max=500),
         metadata={"description": "Only experiments whose name starts so"},
     )
+    name = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(min=1, max=500),
+        metadata={"description": "Only the experiment with exactly this name (any characters)"},
+    )
     view = ma.fields.String(load_default="active", validate=ma.validate.OneOf(VIEWS))
 
 
