@@ -215,16 +215,6 @@ def versions_register(
 
 
 # -- experiments and runs
-def _run_rows(rs: list[dict], metric: str | None) -> None:
-    table(
-        [
-            [r["run_id"], r["run_name"], r["status"], r["metrics"].get(metric) if metric else None]
-            for r in rs
-        ],
-        ["run", "name", "status", metric or "-"],
-    )
-
-
 @client_command(experiments, "list")
 @click.option("--prefix", help="Only names starting so.")
 def experiments_list(client: RegistryClient, as_json: bool, prefix: str | None) -> int:
@@ -257,7 +247,14 @@ def runs_best(
     run = client.best_run(
         client.experiment_id(experiment), metric, not lower_is_better, filter_string
     )
-    emit(run, as_json, lambda r: _run_rows([r], metric))
+    emit(
+        run,
+        as_json,
+        lambda r: table(
+            [[r["run_id"], r["run_name"], r["status"], r["metrics"].get(metric)]],
+            ["run", "name", "status", metric],
+        ),
+    )
     return 0
 
 

@@ -45,7 +45,6 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
-from mlflow.tracking import MlflowClient
 
 from registry_service.config import Settings
 from registry_service.domain.entities import Run
@@ -93,6 +92,7 @@ FLAVOR_BY_MODULE = {
 PARAM_VALUE_MAX = 6000
 TAG_VALUE_MAX = 8000
 BATCH_MAX = 100
+METRIC_BATCH_MAX = 1000
 KEY_MAX = 250
 
 _current: contextvars.ContextVar[TrackedRun | None] = contextvars.ContextVar(
@@ -258,14 +258,19 @@ class TrackedRun:
     def _client(self):
         return self.tracker.client
 
+    def _log_batched(self, kind: str, entries: list, size: int = BATCH_MAX) -> None:
+        for start in range(0, len(entries), size):
+            self._client.log_batch(self.run_id, **{kind: entries[start : start + size]})
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Nested mappings are flattened: ``{"opt": {"lr": 0.1}}`` logs ``opt.lr``."""
-        entries = [
-            Param(k, _clipped("param", k, _param_text(v), PARAM_VALUE_MAX))
-            for k, v in flatten(params).items()
-        ]
-        for start in range(0, len(entries), BATCH_MAX):
-            self._client.log_batch(self.run_id, params=entries[start : start + BATCH_MAX])
+        self._log_batched(
+            "params",
+            [
+                Param(k, _clipped("param", k, _param_text(v), PARAM_VALUE_MAX))
+                for k, v in flatten(params).items()
+            ],
+        )
 
     def log_param(self, key: str, value: Any) -> None:
         self.log_params({key: value})
@@ -273,23 +278,21 @@ class TrackedRun:
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Nested mappings are flattened like params; every value must be a number."""
         flat = flatten(metrics)
-        bad = {k: v for k, v in flat.items() if isinstance(v, bool) or not _is_number(v)}
+        bad = {k: v for k, v in flat.items() if not _is_number(v)}
         if bad:
             raise TypeError(f"metrics must be numbers, got {bad!r}")
         now = int(time.time() * 1000)
-        entries = [
-            Metric(_check_key("metric", k), float(v), now, step or 0) for k, v in flat.items()
-        ]
-        for start in range(0, len(entries), 1000):
-            self._client.log_batch(self.run_id, metrics=entries[start : start + 1000])
+        self._log_batched(
+            "metrics",
+            [Metric(_check_key("metric", k), float(v), now, step or 0) for k, v in flat.items()],
+            METRIC_BATCH_MAX,
+        )
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         self.log_metrics({key: value}, step=step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        entries = [RunTag(k, v) for k, v in _tag_texts(tags).items()]
-        for start in range(0, len(entries), BATCH_MAX):
-            self._client.log_batch(self.run_id, tags=entries[start : start + BATCH_MAX])
+        self._log_batched("tags", [RunTag(k, v) for k, v in _tag_texts(tags).items()])
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -345,11 +348,13 @@ class TrackedRun:
 
 
 def _is_number(value: Any) -> bool:
+    if isinstance(value, str | bool):
+        return False
     try:
         float(value)
     except (TypeError, ValueError):
         return False
-    return not isinstance(value, str)
+    return True
 
 
 class Tracker:
@@ -369,12 +374,11 @@ class Tracker:
         self.artifact_root = artifact_root or settings.artifact_root
         self.source_dir = Path(source_dir) if source_dir else _default_source_dir()
         self.experiment_name = experiment
-        mlflow.set_tracking_uri(self.tracking_uri)
-        # Reads only; a training process keeps MLflow's patient defaults for uploads.
+        # A training process keeps MLflow's patient HTTP defaults for uploads.
         self.gateway = MlflowGateway(
             self.tracking_uri, artifact_root=self.artifact_root, bound_http=False
         )
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = self.gateway.client
         self.experiments = ExperimentService(self.gateway)
         self.experiment_id = self._experiment_id(experiment)
         self._provenance: dict[str, str] | None = None
@@ -401,12 +405,16 @@ class Tracker:
             # Another process created it between our lookup and create.
             return self.client.get_experiment_by_name(name).experiment_id
 
+    @functools.cached_property
+    def packages(self) -> dict[str, str]:
+        """Installed distributions and versions, read once per tracker."""
+        return installed_packages()
+
     def provenance(self) -> dict[str, str]:
         """Tags every run of this tracker gets; computed once."""
         with self._lock:
             if self._provenance is None:
-                packages = installed_packages()
-                key = {p: packages[p] for p in KEY_PACKAGES if p in packages}
+                key = {p: self.packages[p] for p in KEY_PACKAGES if p in self.packages}
                 self._provenance = {
                     USER_TAG: _user(),
                     PYTHON_TAG: platform.python_version(),
@@ -449,28 +457,23 @@ class Tracker:
             # Abandoned without exiting (a generator closed early, or collected): end the
             # run KILLED, unless the run around it already ended it.
             if self.client.get_run(run.run_id).info.status == "RUNNING":
-                self._end(run, outer, "KILLED", thread=started_in)
+                self._end(run, outer, started_in, "KILLED")
             raise
         except BaseException as exc:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            self._end(run, outer, status, f"{type(exc).__name__}: {exc}", started_in)
+            self._end(run, outer, started_in, status, f"{type(exc).__name__}: {exc}")
             raise
         else:
-            self._end(run, outer, "FINISHED", thread=started_in)
+            self._end(run, outer, started_in, "FINISHED")
         finally:
             _current.reset(token)
 
     def _log_requirements(self, run: TrackedRun) -> None:
-        lines = [f"{name}=={version}" for name, version in installed_packages().items()]
+        lines = [f"{name}=={version}" for name, version in self.packages.items()]
         self.client.log_text(run.run_id, "\n".join(lines) + "\n", REQUIREMENTS_ARTIFACT)
 
     def _end(
-        self,
-        run: TrackedRun,
-        outer,
-        status: str,
-        error: str | None = None,
-        thread: int | None = None,
+        self, run: TrackedRun, outer, thread: int, status: str, error: str | None = None
     ) -> None:
         if error:
             run.set_tag(ERROR_TAG, error)
@@ -480,7 +483,7 @@ class Tracker:
         # only our own run is ended.
         stop_at = outer.info.run_id if outer is not None else None
         while (
-            thread in (None, threading.get_ident())
+            thread == threading.get_ident()
             and (active := mlflow.active_run()) is not None
             and active.info.run_id != stop_at
         ):
@@ -511,7 +514,7 @@ class Tracker:
         for the children of one search. Raises NoMatchingRun when no run has the metric.
         """
         return self.experiments.best_run(
-            [self.experiment_id],
+            self.experiment_id,
             metric,
             higher_is_better=higher_is_better,
             filter_string=filter,

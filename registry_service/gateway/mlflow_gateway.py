@@ -358,8 +358,21 @@ class MlflowGateway(RegistryGateway):
         with self._translate(errors.RunNotFound, f"run {run_id!r}"):
             return self._run(self.client.get_run(run_id))
 
+    @contextmanager
+    def _page_token_checked(self, page_token: str | None) -> Iterator[None]:
+        try:
+            yield
+        except errors.ValidationError as exc:
+            # Our tokens wrap MLflow's; one MLflow cannot read was forged or mangled.
+            if page_token and "token" in exc.detail.lower():
+                raise errors.BadRequest("page_token is not a token this service issued") from exc
+            raise
+
     def search_runs(self, experiment_ids, filter_string, order_by, max_results, page_token):
-        with self._translate(errors.ExperimentNotFound, "experiment"):
+        with (
+            self._page_token_checked(page_token),
+            self._translate(errors.ExperimentNotFound, "experiment"),
+        ):
             result = self.client.search_runs(
                 experiment_ids,
                 filter_string=filter_string or "",
@@ -394,7 +407,10 @@ class MlflowGateway(RegistryGateway):
     def search_experiments(self, name_like, view, max_results, page_token):
         # ``name_like`` is checked by the caller: no quote can occur in it.
         filter_string = f"name LIKE '{name_like}%'" if name_like else None
-        with self._translate(errors.ExperimentNotFound, "experiment"):
+        with (
+            self._page_token_checked(page_token),
+            self._translate(errors.ExperimentNotFound, "experiment"),
+        ):
             result = self.client.search_experiments(
                 view_type=_VIEW_TYPES[view],
                 max_results=max_results,

@@ -11,7 +11,6 @@ from registry_service.domain.entities import Experiment, Page, Run
 from registry_service.domain.names import RUN_ID_RE
 from registry_service.domain.paging import filtered_page
 from registry_service.errors import (
-    BadRequest,
     ExperimentNotFound,
     NoMatchingRun,
     RunNotFound,
@@ -100,16 +99,12 @@ class ExperimentService:
             )
         # LIKE reads '_' as a wildcard, so re-check the prefix literally.
         predicate = (lambda e: e.name.startswith(prefix)) if prefix and "_" in prefix else None
-
-        def fetch(token: str | None, n: int) -> Page[Experiment]:
-            try:
-                return self.gateway.search_experiments(prefix, view, n, token)
-            except ValidationError as exc:
-                if token and "token" in exc.detail.lower():
-                    raise BadRequest("page_token is not a token this service issued") from exc
-                raise
-
-        return filtered_page(fetch, predicate, max_results, page_token)
+        return filtered_page(
+            lambda token, n: self.gateway.search_experiments(prefix, view, n, token),
+            predicate,
+            max_results,
+            page_token,
+        )
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         return self.gateway.get_experiment(check_experiment_id(experiment_id))
@@ -170,7 +165,7 @@ class ExperimentService:
 
     def best_run(
         self,
-        experiment_ids: list[str],
+        experiment_id: str,
         metric: str,
         higher_is_better: bool = True,
         filter_string: str | None = None,
@@ -178,17 +173,15 @@ class ExperimentService:
     ) -> Run:
         """The run with the best value of ``metric``; unfinished runs only when asked."""
         check_metric_name(metric)
-        for experiment_id in experiment_ids:
-            check_experiment_id(experiment_id)
+        check_experiment_id(experiment_id)
         clauses = [check_filter(filter_string)] if filter_string else []
         if finished_only:
             clauses.append("attributes.status = 'FINISHED'")
         order = [metric_order(metric, not higher_is_better), "attributes.start_time DESC"]
-        page = self._search(experiment_ids, " AND ".join(clauses) or None, order, 1, None)
+        page = self._search([experiment_id], " AND ".join(clauses) or None, order, 1, None)
         if not page.items:
             # MLflow answers an unknown experiment with no runs; only then ask which.
-            for experiment_id in experiment_ids:
-                self.get_experiment(experiment_id)
+            self.get_experiment(experiment_id)
         # MLflow sorts numbers first in either direction, then NaN, then runs without
         # the metric: unless the first run has a number, none has.
         value = page.items[0].metrics.get(metric) if page.items else None
@@ -213,8 +206,6 @@ class ExperimentService:
                 experiment_ids, filter_string, order_by, max_results, page_token
             )
         except ValidationError as exc:
-            if page_token and "token" in exc.detail.lower():
-                raise BadRequest("page_token is not a token this service issued") from exc
             if exc.errors or not filter_string:
                 raise
             # MLflow rejects a filter it cannot parse as an invalid parameter.

@@ -101,10 +101,17 @@ def call(service, method, path, role="admin", **kwargs):
     return response
 
 
+def example_env(service, role="requester", extra_env=None) -> dict[str, str]:
+    return {
+        **service["env"],
+        "REGISTRY_URL": service["url"],
+        "REGISTRY_TOKEN": service["tokens"][role],
+        **(extra_env or {}),
+    }
+
+
 def run_example(service, *args, role="requester", extra_env=None, timeout=180):
-    env = {**service["env"], "REGISTRY_URL": service["url"]}
-    env["REGISTRY_TOKEN"] = service["tokens"][role]
-    env.update(extra_env or {})
+    env = example_env(service, role, extra_env)
     command = [sys.executable, *args] if args[0].endswith(".py") else list(args)
     return subprocess.run(
         command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
@@ -191,15 +198,9 @@ def test_hyperparameter_search_registers_the_best_child(service):
 def test_ci_script_waits_for_approval_and_is_safe_to_retry(service, trained):
     script = str(EXAMPLES / "ci_promote.sh")
     env = {"CI_PIPELINE_ID": "p-17", "WAIT_TIMEOUT": "120"}
-    env_full = {
-        **service["env"],
-        **env,
-        "REGISTRY_URL": service["url"],
-        "REGISTRY_TOKEN": service["tokens"]["requester"],
-    }
     waiting = subprocess.Popen(
         ["bash", script, MODEL, str(trained["version"]), "Staging"],
-        env=env_full,
+        env=example_env(service, extra_env=env),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

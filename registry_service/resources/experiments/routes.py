@@ -79,7 +79,7 @@ class BestRun(MethodView):
     def get(self, args, experiment_id):
         """The finished run with the best value of a metric"""
         return _experiments().best_run(
-            [experiment_id],
+            experiment_id,
             args["metric"],
             higher_is_better=args["order"] == "desc",
             filter_string=args["filter"],
