@@ -6,17 +6,16 @@ import re
 import uuid
 from typing import Any
 
-import swagger_ui_bundle
-from flask import Flask, g, redirect, request, send_from_directory
+from flask import Flask, g, request
 
 from registry_service.api import BEARER, Api, handle_registry_error
 from registry_service.config import Settings
 from registry_service.errors import RegistryError
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.container import EXTENSION_KEY, build_services
+from registry_service.web import register_pages
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-SWAGGER_ASSETS = "/api/docs/assets/"
 
 
 def create_app(
@@ -28,26 +27,20 @@ def create_app(
     else:
         settings = Settings.from_env().with_overrides(**(config or {}))
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # pages serve their own assets (web/)
     app.config.update(
         API_TITLE="registry-service",
         API_VERSION="v1",
         OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL=SWAGGER_ASSETS,
-        OPENAPI_SWAGGER_UI_CONFIG={
-            "persistAuthorization": True,
-            "displayRequestDuration": True,
-            "deepLinking": True,
-            "validatorUrl": None,
-            "tryItOutEnabled": True,
-        },
         API_SPEC_OPTIONS={
             "info": {
-                "description": "Governed model registry in front of MLflow. Authorize with "
-                "a bearer token from `registry-service tokens create`.",
+                "description": "Governed model registry in front of MLflow. Press "
+                "**Authorize** and paste a bearer token from `registry-service tokens "
+                "create`. Approvers: `GET /api/v1/promotions?actionable=true` lists the "
+                "requests you can approve; the [review page](/review) shows each one "
+                "next to the champion it would replace.",
             },
             "security": [{BEARER: []}],
         },
@@ -61,7 +54,7 @@ def create_app(
     api = register_api(app)
     register_blueprints(api)
     register_error_handlers(app)
-    register_swagger_assets(app)
+    register_pages(app)
     return app
 
 
@@ -106,30 +99,20 @@ def register_blueprints(api: Api) -> None:
     from registry_service.resources.promotions.routes import blp as promotions_blp
     from registry_service.resources.runs.routes import blp as runs_blp
 
-    api.register_blueprint(health_blp)
+    # Registration order is the order of Swagger UI's sections: an approver's first.
     for blp in (
-        auth_blp,
-        models_blp,
-        policies_blp,
-        lifecycle_blp,
         promotions_blp,
+        models_blp,
+        lifecycle_blp,
+        policies_blp,
         audit_blp,
         experiments_blp,
         runs_blp,
+        auth_blp,
     ):
         api.register_blueprint(blp, url_prefix="/api/v1" + (blp.url_prefix or ""))
+    api.register_blueprint(health_blp)
 
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(RegistryError, handle_registry_error)
-
-
-def register_swagger_assets(app: Flask) -> None:
-    # Served by us so Swagger UI works with no network access.
-    @app.get(SWAGGER_ASSETS + "<path:filename>")
-    def swagger_assets(filename: str):
-        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
-
-    @app.get("/")
-    def index():
-        return redirect("/api/docs")

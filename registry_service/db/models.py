@@ -174,6 +174,7 @@ class PromotionRequestRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    superseded_by: Mapped[int | None] = mapped_column(Integer)
 
     approvals: Mapped[list[PromotionApprovalRow]] = relationship(
         order_by="PromotionApprovalRow.id", lazy="selectin"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,3 +46,118 @@ def side_by_side(
             )
         )
     return rows
+
+
+# Metric names whose smaller values are better; matched on word parts of the name.
+_LOWER_IS_BETTER = re.compile(
+    r"(^|[_.\-/])(loss|logloss|error|err|mae|mse|rmse|mape|smape|brier|perplexity|"
+    r"latency|latency_ms|duration|time|fpr|fnr|cost)([_.\-/]|$)",
+    re.IGNORECASE,
+)
+_HIGHER_IS_BETTER = re.compile(
+    r"(^|[_.\-/])(auc|roc_auc|pr_auc|accuracy|acc|precision|recall|f1|f1_score|r2|"
+    r"score|map|ndcg|tpr|tnr|specificity|kappa|mcc|iou|bleu|rouge)([_.\-/]|$)",
+    re.IGNORECASE,
+)
+
+
+def metric_direction(name: str, primary: tuple[str, bool] | None = None) -> bool | None:
+    """True when higher is better, False when lower is, None when the name does not say.
+
+    ``primary`` is the policy's decisive metric and direction, which overrides names.
+    """
+    if primary is not None and name == primary[0]:
+        return primary[1]
+    if _LOWER_IS_BETTER.search(name):
+        return False
+    if _HIGHER_IS_BETTER.search(name):
+        return True
+    return None
+
+
+@dataclass(frozen=True)
+class ReviewSide:
+    """What a reviewer weighs about one version: its figures and where it came from."""
+
+    version: int
+    metrics: Mapping[str, float | None]
+    params: Mapping[str, str]
+    lineage: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    key: str
+    candidate: float | None
+    champion: float | None
+    delta: float | None
+    relative_delta: float | None
+    higher_is_better: bool | None
+    better: str | None  # candidate, champion, equal; None when unknown
+
+
+@dataclass(frozen=True)
+class ParamDifference:
+    key: str
+    candidate: str | None
+    champion: str | None
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    candidate: ReviewSide
+    champion: ReviewSide | None
+    primary_metric: str | None
+    metrics: list[MetricVerdict]
+    params_differing: list[ParamDifference]
+    params_same: int
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _verdict(key: str, candidate: Any, champion: Any, higher: bool | None) -> MetricVerdict:
+    new, old = _finite(candidate), _finite(champion)
+    delta = new - old if new is not None and old is not None else None
+    relative = delta / abs(old) if delta is not None and old else None
+    better = None
+    if delta is not None and higher is not None:
+        better = "equal" if delta == 0 else "candidate" if (delta > 0) == higher else "champion"
+    return MetricVerdict(key, new, old, delta, relative, higher, better)
+
+
+def compare_with_champion(
+    candidate: ReviewSide, champion: ReviewSide | None, primary: tuple[str, bool] | None
+) -> ChampionComparison:
+    """The candidate beside the version it would replace, metric by metric.
+
+    Metrics are ordered with the policy's decisive one first, then by name.
+    """
+    old_metrics = champion.metrics if champion else {}
+    keys = sorted(set(candidate.metrics) | set(old_metrics))
+    if primary is not None and primary[0] in keys:
+        keys.remove(primary[0])
+        keys.insert(0, primary[0])
+    metrics = [
+        _verdict(k, candidate.metrics.get(k), old_metrics.get(k), metric_direction(k, primary))
+        for k in keys
+    ]
+    old_params = champion.params if champion else {}
+    differing, same = [], 0
+    for key in sorted(set(candidate.params) | set(old_params)):
+        new, old = candidate.params.get(key), old_params.get(key)
+        if new == old:
+            same += 1
+        else:
+            differing.append(ParamDifference(key, new, old))
+    return ChampionComparison(
+        candidate=candidate,
+        champion=champion,
+        primary_metric=primary[0] if primary else None,
+        metrics=metrics,
+        params_differing=differing if champion else [],
+        params_same=same if champion else 0,
+    )

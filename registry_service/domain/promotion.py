@@ -3,8 +3,9 @@
     pending --approve (quorum)--> approved --execute--> executed
        |                            |  \\--execution fails--> failed --retry--> approved
        +--reject--> rejected        +--cancel (not started)--> cancelled
-       +--cancel--> cancelled
+       +--cancel--> cancelled       +--another request moves the target--> superseded
        +--expiry--> expired
+       +--another request moves the target--> superseded
 
 Each transition checks its rule and raises one of our errors; the service persists
 the result and audits it.
@@ -36,6 +37,7 @@ class Status(enum.StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     FAILED = "failed"
+    SUPERSEDED = "superseded"
 
 
 OPEN = frozenset({Status.PENDING, Status.APPROVED})
@@ -82,7 +84,9 @@ class Promotion:
     attempts: int = 0
     last_error: str | None = None
     outcome: dict[str, Any] | None = None
+    superseded_by: int | None = None
     audit_trail: list[Any] = field(default_factory=list)
+    comparison: Any = None  # the candidate beside the champion, when asked for
 
     # -- read-side conveniences for the API
     @property
@@ -185,6 +189,18 @@ class Promotion:
             return True
         return False
 
+    def can_approve(self, principal: Principal) -> bool:
+        """Whether ``principal`` could approve now: what an approver's to-do list shows."""
+        if self.status is not Status.PENDING:
+            return False
+        if any(a.approver == principal.name for a in self.approvals):
+            return False
+        try:
+            self._check_reviewer(principal, "approve")
+        except (SelfApproval, NotEligible):
+            return False
+        return True
+
     def reject(self, principal: Principal, comment: str, now: datetime) -> None:
         self._require_pending("rejected")
         self._check_reviewer(principal, "reject")
@@ -216,6 +232,28 @@ class Promotion:
         self.comments.append(entry)
         self.updated_at = now
         return entry
+
+    def supersede(self, by_request: int, change: str, now: datetime) -> str:
+        """Another request moved the target away from the holder this one was approved
+        to replace (``change`` says how): settle it now, not at its last approval."""
+        if self.status not in OPEN or self.execution_started_at is not None:
+            raise IllegalTransition(
+                f"request {self.id} is {self.status.value} and cannot be superseded",
+                request_status=self.status.value,
+            )
+        replaced = (
+            f"version {self.replaces_version}" if self.replaces_version is not None else "none"
+        )
+        why = (
+            f"request {by_request} {change}; this request was "
+            f"opened to replace {replaced}, so its approvals no longer apply. Open a new "
+            "request if this version should still go there."
+        )
+        self.superseded_by = by_request
+        self.comments.append(Comment("system", "superseded", why, now))
+        self._move(Status.SUPERSEDED, now)
+        self.decided_at = now
+        return why
 
     def start_execution(self, now: datetime) -> None:
         """The intent, recorded before MLflow is touched."""

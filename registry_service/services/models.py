@@ -39,6 +39,7 @@ from registry_service.errors import (
     RegistryError,
     RunNotFound,
     ValidationError,
+    VersionNotFound,
 )
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
@@ -323,6 +324,17 @@ class ModelService:
         else:
             lineage = None
         return VersionDetail(mv, run, lineage)
+
+    def lineage_of(self, name: str, version: int) -> Lineage | None:
+        """The lineage recorded at registration, else rebuilt from MLflow; None if the
+        version is gone."""
+        row = self._lineage_row(name, version)
+        if row is not None:
+            return _lineage_from_row(row)
+        try:
+            return self.get_version(name, version).lineage
+        except VersionNotFound:
+            return None
 
     def _resolve_source(self, run: Run, artifact_path: str) -> tuple[str, str | None]:
         model_id = self.gateway.find_logged_model(run, artifact_path)

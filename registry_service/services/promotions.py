@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,13 @@ from registry_service.db.models import (
     PromotionCommentRow,
     PromotionRequestRow,
 )
+from registry_service.domain.comparison import (
+    ChampionComparison,
+    ReviewSide,
+    compare_with_champion,
+)
 from registry_service.domain.entities import (
+    Lineage,
     ModelVersion,
     Page,
     Principal,
@@ -80,6 +86,8 @@ class PromotionFilter:
     model_name: str | None = None
     status: Status | None = None
     requester: str | None = None
+    # Only the pending requests this principal could approve now.
+    actionable_for: Principal | None = None
 
 
 Event = tuple[str, dict[str, Any]]
@@ -111,6 +119,7 @@ def _to_domain(row: PromotionRequestRow) -> Promotion:
         attempts=row.attempts,
         last_error=row.last_error,
         outcome=row.outcome,
+        superseded_by=row.superseded_by,
     )
 
 
@@ -123,6 +132,7 @@ def _write_back(session: Session, row: PromotionRequestRow, p: Promotion) -> Non
     row.attempts = p.attempts
     row.last_error = p.last_error
     row.outcome = to_json_value(p.outcome)
+    row.superseded_by = p.superseded_by
     for a in p.approvals[len(row.approvals) :]:
         row.approvals.append(
             PromotionApprovalRow(approver=a.approver, comment=a.comment, created_at=a.created_at)
@@ -162,6 +172,30 @@ def _already_there(mv: ModelVersion, target: Target) -> bool:
     if target.type is TargetType.ALIAS:
         return target.name in mv.aliases
     return mv.stage == target.name
+
+
+def _lineage_dict(lineage: Lineage) -> dict[str, Any]:
+    return {
+        **lineage.as_dict(),
+        "registered_by": lineage.registered_by,
+        "registered_at": lineage.registered_at,
+    }
+
+
+def _lineage_summary(lineage: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    """Where a version came from, as a reviewer reads it: no params or metrics here."""
+    keys = (
+        "experiment_id",
+        "experiment_name",
+        "git_commit",
+        "source_name",
+        "data_version",
+        "registered_by",
+        "registered_at",
+    )
+    return to_json_value(
+        {"run_id": lineage.get("run_id") or run_id, **{k: lineage.get(k) for k in keys}}
+    )
 
 
 def _fmt(version: int | None) -> str:
@@ -615,6 +649,7 @@ class PromotionService:
                 _write_back(session, row, p)
                 self._event(session, ctx, p, "promotion.executed", {"outcome": outcome})
                 self._model_change_event(session, ctx, p, outcome)
+                self._supersede_stale(session, ctx, p, outcome)
         except RegistryError as exc:
             try:
                 self._undo(p, outcome)
@@ -657,6 +692,60 @@ class PromotionService:
             after={**after, "promotion_request": p.id},
         )
 
+    def _supersede_stale(
+        self, session: Session, ctx: Context, done: Promotion, outcome: dict[str, Any]
+    ) -> None:
+        """Settle the open requests this move made stale, in the move's own transaction.
+
+        Stale: requests for the moved target opened to replace another holder than the
+        version now there, and requests for the stage the version left that were opened
+        to replace it there.
+        """
+        target = done.target
+        stale = [
+            (
+                PromotionRequestRow.target_type == target.type.value,
+                PromotionRequestRow.target == target.name,
+                PromotionRequestRow.replaces_version.is_distinct_from(done.version),
+            )
+        ]
+        left = outcome.get("from_stage")
+        if target.type is TargetType.STAGE and left in HELD_STAGES and left != target.name:
+            stale.append(
+                (
+                    PromotionRequestRow.target_type == TargetType.STAGE.value,
+                    PromotionRequestRow.target == left,
+                    PromotionRequestRow.replaces_version == done.version,
+                )
+            )
+        rows = session.execute(
+            select(PromotionRequestRow)
+            .where(
+                PromotionRequestRow.model_name == done.model_name,
+                PromotionRequestRow.id != done.id,
+                PromotionRequestRow.status.in_(OPEN_STATUSES),
+                PromotionRequestRow.execution_started_at.is_(None),
+                or_(*(and_(*conditions) for conditions in stale)),
+            )
+            .order_by(PromotionRequestRow.id)
+            .with_for_update()
+        ).scalars()
+        for row in rows:
+            p = _to_domain(row)
+            if p.target == target:
+                change = f"moved {target} to version {done.version}"
+            else:
+                change = f"moved version {done.version} out of {p.target}"
+            why = p.supersede(done.id, change, self.clock())
+            _write_back(session, row, p)
+            self._event(
+                session,
+                Context(SYSTEM_ACTOR, ctx.request_id),
+                p,
+                "promotion.superseded",
+                {"superseded_by": done.id, "reason": why},
+            )
+
     def _settle_failed(self, ctx: Context, request_id: int, error: str) -> None:
         with self.db.transaction() as session:
             row = session.get(PromotionRequestRow, request_id, with_for_update=True)
@@ -666,14 +755,41 @@ class PromotionService:
             self._event(session, ctx, p, "promotion.failed", {"error": error})
 
     # -- reads
-    def get(self, request_id: int) -> Promotion:
+    def get(self, request_id: int, with_comparison: bool = False) -> Promotion:
         with self.db.read() as session:
             row = session.get(PromotionRequestRow, request_id)
             if row is None:
                 raise PromotionNotFound(f"no promotion request with id {request_id}")
             p = _to_domain(row)
         p.audit_trail = self.audit.trail(p.subject)
+        if with_comparison:
+            p.comparison = self.comparison(p)
         return p
+
+    def comparison(self, p: Promotion) -> ChampionComparison:
+        """The request's candidate, as snapshotted when it was opened, beside the version
+        it would replace (its recorded lineage, else its run in MLflow)."""
+        run = p.evidence.get("run") or {}
+        lineage = p.evidence.get("lineage") or {}
+        candidate = ReviewSide(
+            p.version,
+            run.get("metrics") or lineage.get("metrics") or {},
+            run.get("params") or lineage.get("params") or {},
+            _lineage_summary(lineage, run.get("run_id")),
+        )
+        champion = None
+        if p.replaces_version is not None:
+            found = self.models.lineage_of(p.model_name, p.replaces_version)
+            if found is not None:
+                champion = ReviewSide(
+                    p.replaces_version,
+                    found.metrics,
+                    found.params,
+                    _lineage_summary(_lineage_dict(found), found.run_id),
+                )
+        criteria = self.policies.stored(p.model_name).auto_promotion
+        primary = (criteria.metric, criteria.higher_is_better) if criteria else None
+        return compare_with_champion(candidate, champion, primary)
 
     def expire_due(self, ctx: Context, limit: int = 500) -> int:
         """Expire pending requests past their deadline; returns how many."""
@@ -713,11 +829,27 @@ class PromotionService:
             stmt = stmt.where(PromotionRequestRow.status == filters.status.value)
         if filters.requester is not None:
             stmt = stmt.where(PromotionRequestRow.requester == filters.requester)
-        if before is not None:
-            stmt = stmt.where(PromotionRequestRow.id < before)
-        stmt = stmt.order_by(PromotionRequestRow.id.desc()).limit(max_results + 1)
+        principal = filters.actionable_for
+        if principal is not None:
+            stmt = stmt.where(PromotionRequestRow.status == Status.PENDING.value)
+        stmt = stmt.order_by(PromotionRequestRow.id.desc())
+        items: list[Promotion] = []
+        more = False
         with self.db.read() as session:
-            rows = list(session.execute(stmt).scalars())
-            items = [_to_domain(r) for r in rows[:max_results]]
-        more = len(rows) > max_results
+            # Eligibility is the policy's rule, not a column: read pending requests in
+            # chunks and keep those the principal may approve.
+            while not more:
+                page = stmt if before is None else stmt.where(PromotionRequestRow.id < before)
+                rows = list(session.execute(page.limit(max_results + 1)).scalars())
+                for row in rows:
+                    before = row.id
+                    p = _to_domain(row)
+                    if principal is not None and not p.can_approve(principal):
+                        continue
+                    if len(items) == max_results:
+                        more = True
+                        break
+                    items.append(p)
+                if len(rows) <= max_results:
+                    break
         return Page(items, encode_token({"before": items[-1].id}) if more and items else None)

@@ -26,14 +26,30 @@ def test_spec_declares_bearer_auth_and_every_path(client):
     assert post["summary"] == "Create a registered model"
 
 
-def test_swagger_ui_is_served_without_external_assets(client):
+def test_swagger_ui_page_loads_only_local_assets(client):
     page = client.get("/api/docs")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert not re.search(r"(src|href)=\"https?://", html)
-    for asset in re.findall(r"(?:src|href)=\"(/api/docs/assets/[^\"]+)\"", html):
-        assert client.get(asset).status_code == 200
-    assert "persistAuthorization" in html
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)
+    assets = re.findall(r"(?:src|href)=\"(/[^\"]+)\"", html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    assert '"persistAuthorization": true' in html
+
+
+def test_every_request_body_has_an_example_and_promotions_come_first(client):
+    spec = client.get("/api/openapi.json").json
+    bodies = [
+        (path, method, op["requestBody"]["content"]["application/json"])
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if "requestBody" in op
+    ]
+    assert len(bodies) >= 13
+    missing = [(path, method) for path, method, content in bodies if "example" not in content]
+    assert missing == []
+    assert [t["name"] for t in spec["tags"]][:2] == ["promotions", "models"]
 
 
 def test_unknown_route_and_method_are_problems(client, auth):

@@ -52,6 +52,11 @@ class HistorySchema(Schema):
 
 
 class RollbackSchema(Schema):
+    example = {
+        "target_stage": "Production",
+        "reason": "p95 latency doubled after the last promotion",
+    }
+
     target_stage = ma.fields.String()
     target_alias = ma.fields.String()
     reason = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=COMMENT_MAX))
@@ -63,6 +68,8 @@ class RollbackSchema(Schema):
 
 
 class ArchiveOldSchema(Schema):
+    example = {"keep_latest": 5}
+
     keep_latest = ma.fields.Integer(
         required=True,
         validate=ma.validate.Range(min=1, max=10_000),
@@ -82,6 +89,8 @@ class RetentionSchema(Schema):
 
 
 class EvaluateSchema(Schema):
+    example = {"dry_run": True}
+
     dry_run = ma.fields.Boolean(
         load_default=False, metadata={"description": "Decide only; open no request"}
     )

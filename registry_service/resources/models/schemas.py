@@ -41,12 +41,23 @@ class ModelSchema(Schema):
 
 
 class ModelCreateSchema(Schema):
+    example = {
+        "name": "churn",
+        "description": "Monthly churn classifier",
+        "tags": {"team": "growth"},
+    }
+
     name = ma.fields.String(required=True, metadata={"description": MODEL_NAME_RULE})
     description = description_field(load_default=None)
     tags = tags_field(load_default=dict)
 
 
 class ModelPatchSchema(Schema):
+    example = {
+        "description": "Monthly churn classifier",
+        "tags": {"owner": "ml-growth", "obsolete": None},
+    }
+
     description = description_field(load_default=None)
     tags = tag_patch_field(load_default=dict)
 
@@ -121,6 +132,13 @@ class VersionPageSchema(Schema):
 
 
 class VersionCreateSchema(Schema):
+    example = {
+        "run_id": "0f3c2a9e1b7d4c55a6e8f9d0b1c2d3e4",
+        "artifact_path": "model",
+        "description": "Retrained on October data",
+        "tags": {"data_version": "2026-10"},
+    }
+
     run_id = ma.fields.String(required=True, metadata={"description": "MLflow run id"})
     artifact_path = ma.fields.String(
         load_default="model",
@@ -131,6 +149,8 @@ class VersionCreateSchema(Schema):
 
 
 class VersionPatchSchema(Schema):
+    example = {"description": "Validated on the holdout set", "tags": {"validated": "true"}}
+
     description = description_field(load_default=None)
     tags = tag_patch_field(load_default=dict)
 

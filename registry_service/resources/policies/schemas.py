@@ -153,6 +153,14 @@ class AutoPromotionOutSchema(Schema):
 
 
 class PolicyPutSchema(Schema):
+    example = {
+        "rules": [
+            {"target_stage": "Production", "required_approvals": 2, "approver_group": "ml-leads"},
+            {"target_stage": "Staging", "required_approvals": 0},
+        ],
+        "auto_promotion": {"metric": "val_auc", "min_value": 0.8, "min_improvement": 0.05},
+    }
+
     rules = ma.fields.List(
         ma.fields.Nested(RuleSchema),
         required=True,

@@ -64,6 +64,7 @@ class Promotions(MethodView):
                 model_name=args["model"],
                 status=Status(args["status"]) if args["status"] else None,
                 requester=args["requester"],
+                actionable_for=g.principal if args["actionable"] else None,
             ),
             args["max_results"],
             args["page_token"],
@@ -144,8 +145,8 @@ class PromotionRequest(MethodView):
     @blp.response(200, PromotionDetailSchema)
     @blp.problems(not_found="No such request")
     def get(self, request_id):
-        """Show a request with its approvals, comments and audit trail"""
-        return _promotions().get(request_id)
+        """Show a request: the candidate beside the champion, approvals, audit trail"""
+        return _promotions().get(request_id, with_comparison=True)
 
 
 @blp.route("/<int:request_id>/approve")

@@ -7,7 +7,7 @@ import marshmallow as ma
 from registry_service.api import Schema
 from registry_service.domain.promotion import Status
 from registry_service.resources.audit.schemas import AuditEventSchema
-from registry_service.resources.common import PageArgsSchema
+from registry_service.resources.common import MetricValue, PageArgsSchema
 from registry_service.resources.policies.schemas import RuleOutSchema
 
 STATUSES = [s.value for s in Status]
@@ -19,6 +19,14 @@ def comment_field(**kwargs) -> ma.fields.String:
 
 
 class PromotionCreateSchema(Schema):
+    example = {
+        "model_name": "churn",
+        "version": 3,
+        "target_stage": "Production",
+        "reason": "AUC 0.91 vs 0.87 on the October holdout",
+        "archive_existing_versions": True,
+    }
+
     model_name = ma.fields.String(required=True)
     version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
     target_stage = ma.fields.String(metadata={"description": "Staging, Production or Archived"})
@@ -45,18 +53,26 @@ class PromotionCreateSchema(Schema):
 
 
 class ApproveSchema(Schema):
+    example = {"comment": "Metrics and lineage checked"}
+
     comment = comment_field(load_default=None)
 
 
 class RejectSchema(Schema):
+    example = {"comment": "Trained on a stale data snapshot; retrain on 2026-10"}
+
     comment = comment_field(required=True, metadata={"description": "Why it is rejected"})
 
 
 class CancelSchema(Schema):
+    example = {"comment": "Superseded by a newer training run"}
+
     comment = comment_field(load_default=None)
 
 
 class CommentCreateSchema(Schema):
+    example = {"comment": "Is the latency measured on the same hardware?"}
+
     comment = comment_field(required=True)
 
 
@@ -68,7 +84,9 @@ class ApprovalSchema(Schema):
 
 class CommentSchema(Schema):
     author = ma.fields.String()
-    kind = ma.fields.String(metadata={"enum": ["comment", "rejection", "cancellation"]})
+    kind = ma.fields.String(
+        metadata={"enum": ["comment", "rejection", "cancellation", "superseded"]}
+    )
     body = ma.fields.String()
     created_at = ma.fields.AwareDateTime()
 
@@ -113,17 +131,86 @@ class PromotionSchema(Schema):
     attempts = ma.fields.Integer(metadata={"description": "Executions started"})
     last_error = ma.fields.String(allow_none=True)
     outcome = ma.fields.Dict(allow_none=True)
+    superseded_by = ma.fields.Integer(
+        allow_none=True,
+        metadata={"description": "The request whose move made this one stale (superseded)"},
+    )
     comments = ma.fields.List(ma.fields.Nested(CommentSchema))
+
+
+class ReviewSideSchema(Schema):
+    version = ma.fields.Integer()
+    lineage = ma.fields.Dict(
+        metadata={
+            "description": "run_id, experiment, git_commit, data_version, source, "
+            "registered_by and registered_at"
+        }
+    )
+
+
+class MetricVerdictSchema(Schema):
+    key = ma.fields.String()
+    candidate = MetricValue(allow_none=True)
+    champion = MetricValue(allow_none=True)
+    delta = MetricValue(allow_none=True, metadata={"description": "candidate - champion"})
+    relative_delta = MetricValue(
+        allow_none=True, metadata={"description": "delta / |champion|; 0.05 = 5%"}
+    )
+    higher_is_better = ma.fields.Boolean(
+        allow_none=True,
+        metadata={"description": "From the policy's auto-promotion metric, else the name"},
+    )
+    better = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["candidate", "champion", "equal", None],
+            "description": "Which side is better; null when either value is missing or "
+            "the direction is unknown",
+        },
+    )
+
+
+class ParamDifferenceSchema(Schema):
+    key = ma.fields.String()
+    candidate = ma.fields.String(allow_none=True)
+    champion = ma.fields.String(allow_none=True)
+
+
+class ChampionComparisonSchema(Schema):
+    candidate = ma.fields.Nested(ReviewSideSchema)
+    champion = ma.fields.Nested(
+        ReviewSideSchema,
+        allow_none=True,
+        metadata={"description": "The version the candidate would replace; null if none"},
+    )
+    primary_metric = ma.fields.String(
+        allow_none=True, metadata={"description": "The policy's auto-promotion metric"}
+    )
+    metrics = ma.fields.List(ma.fields.Nested(MetricVerdictSchema))
+    params_differing = ma.fields.List(ma.fields.Nested(ParamDifferenceSchema))
+    params_same = ma.fields.Integer(metadata={"description": "How many params are equal"})
 
 
 class PromotionDetailSchema(PromotionSchema):
     audit_trail = ma.fields.List(ma.fields.Nested(AuditEventSchema))
+    comparison = ma.fields.Nested(
+        ChampionComparisonSchema,
+        allow_none=True,
+        metadata={
+            "description": "The candidate (as snapshotted when requested) beside the "
+            "champion it would replace; on GET of one request"
+        },
+    )
 
 
 class PromotionListArgsSchema(PageArgsSchema):
     model = ma.fields.String(load_default=None)
     status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(STATUSES))
     requester = ma.fields.String(load_default=None)
+    actionable = ma.fields.Boolean(
+        load_default=False,
+        metadata={"description": "Only pending requests the caller may approve now"},
+    )
 
 
 class PromotionPageSchema(Schema):
