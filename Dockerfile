@@ -15,4 +15,4 @@ USER registry
 
 EXPOSE 8080
 CMD ["gunicorn", "--workers", "2", "--threads", "8", "--worker-class", "gthread", \
-     "--bind", "0.0.0.0:8080", "--access-logfile", "-", "wsgi:app"]
+     "--keep-alive", "75", "--bind", "0.0.0.0:8080", "--access-logfile", "-", "wsgi:app"]

@@ -8,7 +8,7 @@ import os
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
-from registry_service.client import RegistryClient
+from registry_service.sdk.client import RegistryClient
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from registry_service.tracking import Tracker
+from registry_service.sdk.tracking import Tracker
 
 PIP_REQUIREMENTS = [f"scikit-learn=={sklearn.__version__}"]
 GRID = {"C": [0.01, 0.1, 1.0], "class_weight": [None, "balanced"]}

@@ -22,7 +22,7 @@ from sklearn.metrics import RocCurveDisplay, accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from registry_service.tracking import Tracker
+from registry_service.sdk.tracking import Tracker
 
 # Pinned explicitly: MLflow's own inference of requirements takes seconds per model.
 PIP_REQUIREMENTS = [f"scikit-learn=={sklearn.__version__}"]

@@ -16,6 +16,10 @@ from registry_service.errors import RegistryError
 from registry_service.services.context import Context
 
 ROLES = [r.value for r in Role]
+# Gunicorn closes idle connections after 2 s by default, so a client polling every 2 s
+# sends into a closing socket. Longer than clients' poll intervals and than the 60 s
+# idle timeout of common load balancers, so that the balancer closes first.
+KEEPALIVE_SECONDS = 75
 
 
 def _settings() -> Settings:
@@ -191,7 +195,14 @@ def promotions_sweep() -> None:
 )
 @click.option("--workers", type=int, default=lambda: int(os.environ.get("WORKERS", "1")))
 @click.option("--threads", type=int, default=lambda: int(os.environ.get("THREADS", "8")))
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option(
+    "--keepalive",
+    type=click.IntRange(1, 3600),
+    default=lambda: int(os.environ.get("KEEPALIVE", str(KEEPALIVE_SECONDS))),
+    show_default="KEEPALIVE, 75",
+    help="Seconds an idle kept-alive connection stays open.",
+)
+def serve(host: str, port: int, workers: int, threads: int, keepalive: int) -> None:
     """Serve the API under gunicorn."""
     from gunicorn.app.base import BaseApplication
 
@@ -205,6 +216,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-")
             self.cfg.set("timeout", 60)
+            self.cfg.set("keepalive", keepalive)
 
         def load(self):
             return create_app()
@@ -217,7 +229,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 
 
 def _register_client_commands() -> None:
-    from registry_service.cli_client import register
+    from registry_service.sdk.commands import register
 
     register(main)
 

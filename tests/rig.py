@@ -163,3 +163,70 @@ class MlflowServer:
         finally:
             if self.root:
                 shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class ServiceProcess:
+    """`registry-service serve` in a process of its own, as `make run` starts it, that a
+    test can stop and start again on the same port."""
+
+    env: dict[str, str]
+    log_path: Path
+    cwd: Path
+    port: int = 0
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> ServiceProcess:
+        command = [
+            str(Path(sys.executable).parent / "registry-service"),
+            "serve",
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(
+                command,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"service exited:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"service did not start:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -51,7 +51,7 @@ def side_by_side(
 # Metric names whose smaller values are better; matched on word parts of the name.
 _LOWER_IS_BETTER = re.compile(
     r"(^|[_.\-/])(loss|logloss|error|err|mae|mse|rmse|mape|smape|brier|perplexity|"
-    r"latency|latency_ms|duration|time|fpr|fnr|cost)([_.\-/]|$)",
+    r"latency|latency_ms|duration|time|seconds|secs|ms|fpr|fnr|cost)([_.\-/]|$)",
     re.IGNORECASE,
 )
 _HIGHER_IS_BETTER = re.compile(

@@ -771,11 +771,12 @@ class PromotionService:
         it would replace (its recorded lineage, else its run in MLflow)."""
         run = p.evidence.get("run") or {}
         lineage = p.evidence.get("lineage") or {}
+        recorded = self.models.lineage_of(p.model_name, p.version)
         candidate = ReviewSide(
             p.version,
             run.get("metrics") or lineage.get("metrics") or {},
             run.get("params") or lineage.get("params") or {},
-            _lineage_summary(lineage, run.get("run_id")),
+            _lineage_summary(_lineage_dict(recorded) if recorded else lineage, run.get("run_id")),
         )
         champion = None
         if p.replaces_version is not None:

@@ -22,7 +22,7 @@ from registry_service.db.migrate import upgrade
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
 from registry_service.services.tokens import TokenService
-from tests.rig import free_port
+from tests.rig import ServiceProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -60,37 +60,17 @@ def service(tmp_path_factory):
     }
     database.dispose()
 
-    port = free_port()
-    log = open(data_dir / "service.log", "w")  # noqa: SIM115 - open for the server's lifetime
-    process = subprocess.Popen(
-        [str(BIN / "registry-service"), "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            pytest.fail("service did not start:\n" + (data_dir / "service.log").read_text())
-        time.sleep(0.2)
+    server = ServiceProcess(env, data_dir / "service.log", ROOT).start()
     try:
-        yield {"url": url, "env": env, "tokens": issued, "data_dir": data_dir}
+        yield {
+            "url": server.url,
+            "env": env,
+            "tokens": issued,
+            "data_dir": data_dir,
+            "server": server,
+        }
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()
 
 
 def call(service, method, path, role="admin", **kwargs):
@@ -265,3 +245,46 @@ def test_ci_script_exit_codes_for_timeout_and_rejection(service, trained):
         service, *args, extra_env={"REGISTRY_URL": f"http://127.0.0.1:{free_port()}"}
     )
     assert unreachable.returncode == 3
+
+
+def _opened_by(service, pipeline: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = call(service, "GET", "/promotions", params={"model": MODEL}).json()
+        for p in listed["promotions"]:
+            if p["reason"].startswith(f"CI pipeline {pipeline}:"):
+                return p
+        time.sleep(0.3)
+    raise AssertionError(f"no request from pipeline {pipeline}")
+
+
+def test_ci_script_keeps_waiting_across_a_service_restart(service, trained):
+    script = str(EXAMPLES / "ci_promote.sh")
+    env = {"CI_PIPELINE_ID": "p-19", "WAIT_TIMEOUT": "150"}
+    waiting = subprocess.Popen(
+        ["bash", script, MODEL, str(trained["version"]), "Production"],
+        env=example_env(service, extra_env=env),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        request = _opened_by(service, "p-19")
+        assert request["status"] == "pending"
+        time.sleep(5)  # idle polls on a kept-alive connection, past gunicorn's 2 s default
+        service["server"].stop()
+        time.sleep(3)  # down for more than one poll interval
+        assert waiting.poll() is None, waiting.communicate()
+        service["server"].start()
+        for role in ("approver", "admin"):  # Production needs two approvals by default
+            approved = call(service, "POST", f"/promotions/{request['id']}/approve", role, json={})
+            assert approved.status_code == 200, approved.text
+        assert approved.json()["status"] == "executed"
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, err
+    assert f"promoted {MODEL} v{trained['version']} to Production" in out
+    assert "waiting for the service" in err  # it saw the outage and kept waiting

@@ -11,8 +11,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
+from registry_service.sdk.tracking import GIT_COMMIT_TAG, Tracker
 from registry_service.services.context import Context
-from registry_service.tracking import GIT_COMMIT_TAG, Tracker
 from tests.conftest import get_services_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,4 +65,4 @@ def _source_is_this_repository(monkeypatch):
     # Provenance is taken from the training script's folder; under pytest that is
     # pytest's own, so point it at this repository.
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr("registry_service.tracking._default_source_dir", lambda: ROOT)
+    monkeypatch.setattr("registry_service.sdk.tracking._default_source_dir", lambda: ROOT)

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from registry_service.errors import NoMatchingRun
-from registry_service.tracking import (
+from registry_service.sdk.tracking import (
     ERROR_TAG,
     GIT_COMMIT_TAG,
     GIT_DIRTY_TAG,

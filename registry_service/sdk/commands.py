@@ -4,7 +4,8 @@ Exit codes a CI job can branch on:
   0  done (for ``--wait``: executed)
   1  the service refused (the problem's detail goes to stderr)
   3  the service could not be reached
-  4  the request ended without executing (rejected, cancelled, expired, failed),
+  4  the request ended without executing (rejected, cancelled, expired, failed,
+     superseded),
      ``evaluate`` found the challenger short of a criterion, or ``audit verify``
      found a broken chain
   5  ``--wait`` timed out with the request still open
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from registry_service.client import ApiProblem, RegistryClient, Unreachable
+from registry_service.sdk.client import ApiProblem, RegistryClient, Unreachable
 
 EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_NOT_EXECUTED, EXIT_TIMEOUT = 1, 3, 4, 5
 
@@ -42,6 +44,8 @@ def client_command(group: click.Group | None, name: str) -> Callable:
         @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
         @functools.wraps(func)
         def wrapper(url: str, token: str | None, as_json: bool, **kwargs: Any) -> None:
+            # The client's retries and waits report on stderr, never in --json output.
+            logging.basicConfig(format="registry-service: %(message)s", level=logging.WARNING)
             client = RegistryClient(url, token)
             try:
                 code = func(client, as_json, **kwargs)
@@ -95,14 +99,62 @@ def show_promotion(p: dict) -> None:
     click.echo(f"  replaces   {p.get('replaces_version') or '-'}")
     if p.get("last_error"):
         click.echo(f"  error      {p['last_error']}")
+    if p.get("superseded_by"):
+        why = next((c["body"] for c in p["comments"] if c["kind"] == "superseded"), "")
+        click.echo(f"  superseded by request {p['superseded_by']}: {why}")
     if p.get("review_required"):
         click.echo("  flagged    break-glass rollback: review required")
+    if p.get("comparison"):
+        show_comparison(p["comparison"])
+
+
+def _number(value: float | None, percent: bool = False, sign: bool = False) -> str | None:
+    if value is None:
+        return None
+    text = f"{value * 100:+.2f}%" if percent else (f"{value:+.6g}" if sign else f"{value:.6g}")
+    return text
+
+
+def show_comparison(c: dict) -> None:
+    champion = c.get("champion")
+    label = f"v{champion['version']}" if champion else "none"
+    click.echo(f"\ncandidate v{c['candidate']['version']} against champion {label}")
+    verdicts = {"candidate": "candidate", "champion": "champion", "equal": "equal"}
+    table(
+        [
+            [
+                m["key"] + (" *" if m["key"] == c.get("primary_metric") else ""),
+                _number(m["champion"]),
+                _number(m["candidate"]),
+                _number(m["delta"], sign=True),
+                _number(m["relative_delta"], percent=True),
+                verdicts.get(m["better"]),
+            ]
+            for m in c["metrics"]
+        ],
+        ["metric", "champion", "candidate", "delta", "relative", "better"],
+    )
+    if champion and c["params_differing"]:
+        click.echo(f"\nparams that differ ({c['params_same']} equal)")
+        table(
+            [[d["key"], d["champion"], d["candidate"]] for d in c["params_differing"]],
+            ["param", "champion", "candidate"],
+        )
+    click.echo("\nlineage")
+    keys = ("run_id", "git_commit", "data_version", "experiment_name", "registered_by")
+    table(
+        [
+            [k, (champion or {}).get("lineage", {}).get(k), c["candidate"]["lineage"].get(k)]
+            for k in keys
+        ],
+        ["", "champion", "candidate"],
+    )
 
 
 def promotion_exit(p: dict) -> int:
     if p["status"] == "executed":
         return 0
-    if p["status"] in ("rejected", "cancelled", "expired", "failed"):
+    if p["status"] in ("rejected", "cancelled", "expired", "failed", "superseded"):
         return EXIT_NOT_EXECUTED
     return 0
 

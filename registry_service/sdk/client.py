@@ -1,7 +1,15 @@
-"""A small REST client of a running registry-service, for the CLI and CI jobs."""
+"""A small REST client of a running registry-service, for the CLI and CI jobs.
+
+Networks drop connections: a kept-alive connection the server closed while idle, a
+restart, a load balancer's reset. Calls that are safe to repeat (GET, and POSTs that
+carry an ``Idempotency-Key``) are retried with exponential backoff and jitter; other
+calls are never sent twice.
+"""
 
 from __future__ import annotations
 
+import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -9,7 +17,13 @@ from typing import Any
 
 import requests
 
-TERMINAL = {"executed", "rejected", "cancelled", "expired", "failed"}
+log = logging.getLogger(__name__)
+
+TERMINAL = {"executed", "rejected", "cancelled", "expired", "failed", "superseded"}
+# Answers worth another try on a call safe to repeat: the service restarting, or a
+# proxy in front of it that could not reach it.
+RETRY_STATUSES = {502, 503, 504}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 @dataclass
@@ -28,13 +42,21 @@ class Unreachable(Exception):
     """No answer from the service at all."""
 
 
+def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
+    """Seconds before retry ``attempt`` (0-based): exponential, capped, full jitter."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
 class RegistryClient:
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, token: str | None, timeout: float = 30.0, retries: int = 4
+    ) -> None:
         self.base = url.rstrip("/") + "/api/v1"
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
+        self.retries = retries
 
     def call(
         self,
@@ -45,24 +67,34 @@ class RegistryClient:
         json: Any = None,
         headers: dict | None = None,
     ) -> Any:
-        try:
-            response = self.session.request(
-                method,
-                self.base + path,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-                json=json,
-                headers=headers,
-                timeout=self.timeout,
-            )
-        except requests.RequestException as exc:
-            raise Unreachable(f"no answer from {self.base}: {exc}") from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"detail": response.text[:500], "title": response.reason}
-        if response.status_code >= 400:
-            raise ApiProblem(response.status_code, body)
-        return body
+        repeatable = method in SAFE_METHODS or "Idempotency-Key" in (headers or {})
+        attempts = 1 + (self.retries if repeatable else 0)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = self.session.request(
+                    method,
+                    self.base + path,
+                    params={k: v for k, v in (params or {}).items() if v is not None},
+                    json=json,
+                    headers=headers,
+                    timeout=self.timeout,
+                )
+            except requests.RequestException as exc:
+                # A read timeout may mean the call is still running: only a safe
+                # method is sent again; a keyed POST would only meet itself in flight.
+                retry = isinstance(exc, requests.ConnectionError) or method in SAFE_METHODS
+                if last or not retry:
+                    raise Unreachable(f"no answer from {self.base}: {exc}") from exc
+                log.info("%s %s: %s; retrying", method, path, exc)
+                time.sleep(backoff(attempt))
+                continue
+            if response.status_code in RETRY_STATUSES and not last:
+                log.info("%s %s: %s; retrying", method, path, response.status_code)
+                time.sleep(_retry_after(response) or backoff(attempt))
+                continue
+            return _body(response)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # -- reads
     def models(self, prefix: str | None = None, limit: int = 100) -> list[dict]:
@@ -202,10 +234,42 @@ class RegistryClient:
         )
 
     def wait(self, request_id: int, timeout: float, interval: float = 2.0) -> dict:
-        """Poll until the request ends or ``timeout`` seconds pass; the last state."""
+        """Poll until the request ends or ``timeout`` seconds pass; the last state.
+
+        A service that restarts or is briefly unreachable meanwhile is waited for, up to
+        the same deadline; if it is still unreachable then, ``Unreachable`` is raised.
+        """
         deadline = time.monotonic() + timeout
+        state = None
         while True:
-            state = self.promotion(request_id)
-            if state["status"] in TERMINAL or time.monotonic() >= deadline:
-                return state
+            try:
+                state = self.promotion(request_id)
+            except (Unreachable, ApiProblem) as exc:
+                if isinstance(exc, ApiProblem) and exc.status < 500:
+                    raise
+                if time.monotonic() >= deadline:
+                    if isinstance(exc, ApiProblem) or state is None:
+                        raise
+                    raise Unreachable(
+                        f"{exc}; request {request_id} was {state['status']} when last seen"
+                    ) from exc
+                log.warning("waiting for the service: %s", exc)
+            else:
+                if state["status"] in TERMINAL or time.monotonic() >= deadline:
+                    return state
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return min(float(value), 30.0) if value.isdigit() else None
+
+
+def _body(response: requests.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text[:500], "title": response.reason}
+    if response.status_code >= 400:
+        raise ApiProblem(response.status_code, body)
+    return body
