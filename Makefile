@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint format bench clean
+.PHONY: install browser run test lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
+	@echo ">> installing registry-service and its dependencies into $(VENV)"
+	@echo ">> (MLflow, scikit-learn, ...: a few minutes on the first run; later runs skip this)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +23,16 @@ run: $(STAMP)
 	$(BIN)/registry-service tokens bootstrap
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/registry-service serve
 
+# The browser tests drive Debian's Chromium (never a browser download of Playwright's).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo ">> installing Debian's chromium for the browser tests"; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+
 # pytest exits 5 when it collected nothing: that is a failure, never a pass.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

@@ -222,9 +222,10 @@ def serve(host: str, port: int, workers: int, threads: int, keepalive: int) -> N
             return create_app()
 
     shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
-    click.echo(
-        f"registry-service on http://{shown}:{port}  Swagger UI: http://{shown}:{port}/api/docs"
-    )
+    base = f"http://{shown}:{port}"
+    click.echo(f"registry-service on {base}")
+    click.echo(f"  Swagger UI:  {base}/api/docs")
+    click.echo(f"  review page: {base}/review  (approvers)")
     _Server().run()
 
 

@@ -19,25 +19,14 @@ import urllib3
 from registry_service.sdk.client import RegistryClient, Unreachable
 from registry_service.services.context import Context
 from tests.conftest import get_services_of
-from tests.rig import ServiceProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "registry-service")
 CTX = Context(actor="test-setup")
 
 
 @pytest.fixture(scope="module")
-def server(registry_db_url, mlflow_uri, tmp_path_factory):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "MLFLOW_"))}
-    env.update(
-        REGISTRY_DATABASE_URL=registry_db_url,
-        MLFLOW_TRACKING_URI=mlflow_uri,
-        REGISTRY_DATA_DIR=str(tmp_path_factory.mktemp("data")),
-    )
-    log = tmp_path_factory.mktemp("logs") / "service.log"
-    service = ServiceProcess(env, log, ROOT, extra_args=("--workers", "2")).start()
-    yield service
-    service.stop()
+def server(live_server):
+    return live_server
 
 
 @pytest.fixture

@@ -162,3 +162,37 @@ def test_rule_validation_canonicalises_and_refuses():
     assert bad.value.errors[0]["field"] == "rules.0.target"
     with pytest.raises(ValidationError):
         validate_rules([PolicyRule(TargetType.ALIAS, "latest", 1)])
+
+
+def test_supersede_settles_open_requests_with_the_reason():
+    p = opened()
+    p.approve(ANN, None, NOW)
+    why = p.supersede(9, "moved stage Production to version 4", NOW)
+    assert p.status is Status.SUPERSEDED and p.superseded_by == 9
+    assert p.comments[-1].kind == "superseded" and p.comments[-1].body == why
+    assert "request 9 moved stage Production to version 4" in why
+    with pytest.raises(IllegalTransition):
+        p.approve(BOB, None, NOW)
+    with pytest.raises(IllegalTransition):
+        p.supersede(10, "again", NOW)
+
+
+def test_an_execution_in_flight_is_never_superseded():
+    p = opened(required=1)
+    p.approve(ANN, None, NOW)
+    p.start_execution(NOW)
+    with pytest.raises(IllegalTransition):
+        p.supersede(9, "moved", NOW)
+
+
+def test_can_approve_mirrors_the_approval_rules():
+    p = opened(required=2, approver_group="leads")
+    lead = person("lea", "approver", groups=("leads",))
+    assert p.can_approve(lead)
+    assert not p.can_approve(ANN)  # not in the group
+    assert not p.can_approve(REQUESTER)
+    p.approve(lead, None, NOW)
+    assert not p.can_approve(lead)  # already approved
+    own = opened(required=1, allow_self_approval=True)
+    assert own.can_approve(person("rita", "requester", "approver"))
+    assert not opened(required=1).can_approve(person("rita", "requester", "approver"))
