@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http
 import logging
 from collections.abc import Callable
 from functools import wraps
@@ -9,10 +10,13 @@ from functools import wraps
 import flask_smorest
 import marshmallow as ma
 from flask import g, request
+from flask_smorest.utils import prepare_response
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from registry_service.auth import authenticate_request
 from registry_service.domain.entities import Role
+from registry_service.domain.names import INT32_MAX
 from registry_service.errors import (
     PermissionDenied,
     RegistryError,
@@ -20,6 +24,7 @@ from registry_service.errors import (
     problem_body,
     status_for,
 )
+from registry_service.input_guard import check_request_input
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,27 @@ class Schema(ma.Schema):
         unknown = ma.RAISE
 
 
+class Integer(ma.fields.Integer):
+    """An integer that refuses what marshmallow would silently truncate (``1.5`` to 1)
+    and anything beyond the 32-bit range MLflow and our tables store."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.validators.insert(0, ma.validate.Range(min=-INT32_MAX - 1, max=INT32_MAX))
+
+    def _validated(self, value):
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class IdConverter(IntegerConverter):
+    """A positive 32-bit id or version in a path: larger values are no route (404)."""
+
+    def __init__(self, url_map, *args, **kwargs) -> None:
+        super().__init__(url_map, min=1, max=INT32_MAX)
+
+
 class ProblemFieldSchema(Schema):
     field = ma.fields.String(metadata={"description": "Dotted path of the offending field"})
     location = ma.fields.String(allow_none=True, metadata={"description": "json, query, path"})
@@ -46,7 +72,10 @@ class ProblemFieldSchema(Schema):
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details; a problem may carry more members than those listed."""
+
+    class Meta:
+        unknown = ma.INCLUDE
 
     type = ma.fields.String(metadata={"description": "URI reference naming the problem type"})
     title = ma.fields.String()
@@ -56,6 +85,23 @@ class ProblemSchema(Schema):
     instance = ma.fields.String()
     request_id = ma.fields.String()
     errors = ma.fields.List(ma.fields.Nested(ProblemFieldSchema))
+    required_role = ma.fields.String(metadata={"description": "403: the role the call needs"})
+    existing_request_id = ma.fields.Integer(
+        metadata={"description": "409 open-request-exists: the request already open"}
+    )
+    request_status = ma.fields.String(
+        metadata={"description": "409: the status that forbids the transition"}
+    )
+    eligible_approvers = ma.fields.List(
+        ma.fields.String(), metadata={"description": "409 quorum-unreachable"}
+    )
+    reverted = ma.fields.Boolean(
+        metadata={"description": "not-recorded: whether the MLflow change was undone"}
+    )
+    metric = ma.fields.String(metadata={"description": "The metric a problem is about"})
+    accepted = ma.fields.List(
+        ma.fields.String(), metadata={"description": "415: the media types accepted"}
+    )
 
 
 def problem_response(body: dict, headers: dict | None = None):
@@ -91,6 +137,21 @@ def handle_registry_error(error: RegistryError):
 
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self):
+        """flask-smorest's shared responses, with errors documented as the
+        application/problem+json they are served as."""
+        for status in http.HTTPStatus:
+            response: dict = {"description": status.phrase}
+            content_type = self.DEFAULT_RESPONSE_CONTENT_TYPE
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+                content_type = PROBLEM_MIMETYPE
+            prepare_response(response, self.spec, content_type)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
     def handle_http_exception(self, error: HTTPException):
         data = getattr(error, "data", None) or {}
@@ -140,6 +201,7 @@ class Blueprint(flask_smorest.Blueprint):
         self.public = public
         if not public:
             self.before_request(_authenticate)
+        self.before_request(check_request_input)
 
     def arguments(self, schema, *args, **kwargs):
         """As flask-smorest's, with the schema's own ``example`` documented for bodies."""

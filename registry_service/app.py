@@ -8,8 +8,9 @@ from typing import Any
 
 from flask import Flask, g, request
 
-from registry_service.api import BEARER, Api, handle_registry_error
+from registry_service.api import BEARER, Api, IdConverter, handle_registry_error
 from registry_service.config import Settings
+from registry_service.domain.names import INT32_MAX
 from registry_service.errors import RegistryError
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.container import EXTENSION_KEY, build_services
@@ -45,6 +46,8 @@ def create_app(
             "security": [{BEARER: []}],
         },
         TESTING=settings.testing,
+        # Larger bodies are refused with 413 before they are read into memory.
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
@@ -76,7 +79,11 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_api(app: Flask) -> Api:
+    app.url_map.converters["id"] = IdConverter
     api = Api(app)
+    api.register_converter(
+        IdConverter, lambda _: {"type": "integer", "minimum": 1, "maximum": INT32_MAX}
+    )
     api.spec.components.security_scheme(
         BEARER,
         {

@@ -59,6 +59,7 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 500
     idempotency_retention_hours: int = 168
+    max_body_bytes: int = 1024 * 1024
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -87,6 +88,9 @@ class Settings:
             # At most ten years: longer would overflow date arithmetic.
             idempotency_retention_hours=_bounded(
                 env, "REGISTRY_IDEMPOTENCY_RETENTION_HOURS", 168, 1, 87_600
+            ),
+            max_body_bytes=_bounded(
+                env, "REGISTRY_MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024
             ),
         )
 

@@ -34,6 +34,11 @@ class BadRequest(RegistryError):
     title = "Bad request"
 
 
+class UnsupportedMediaType(RegistryError):
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
 class AuthenticationError(RegistryError):
     code = "unauthenticated"
     title = "Authentication required"
@@ -162,6 +167,7 @@ class ServiceUnavailable(RegistryError):
 STATUS_BY_ERROR: dict[type[RegistryError], int] = {
     ValidationError: 422,
     BadRequest: 400,
+    UnsupportedMediaType: 415,
     AuthenticationError: 401,
     PermissionDenied: 403,
     NotFound: 404,

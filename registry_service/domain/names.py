@@ -15,6 +15,12 @@ RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 ARTIFACT_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 PRINCIPAL_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,127}$")
 TAG_VALUE_MAX = 5000
+# Below what MLflow takes in one call, so one request never becomes a write MLflow can
+# only half finish before a timeout.
+TAGS_PER_REQUEST_MAX = 100
+TAGS_PER_OBJECT_MAX = 500
+# MLflow stores versions and our tables store ids as 32-bit integers.
+INT32_MAX = 2**31 - 1
 # Tags under these prefixes are written by MLflow or by us, never by callers.
 RESERVED_TAG_PREFIXES = ("mlflow.", "registry.")
 
@@ -22,11 +28,11 @@ MODEL_NAME_RULE = "1-128 characters: letters, digits, '.', '_' or '-', starting 
 ALIAS_RULE = "lowercase letter, then up to 62 of a-z 0-9 _ -; not 'latest' or 'v<number>'"
 
 
-def check_model_name(name: str, field: str = "name") -> str:
+def check_model_name(name: str, field: str = "name", location: str = "path") -> str:
     if not MODEL_NAME_RE.match(name or ""):
         raise ValidationError(
             f"invalid model name {name!r}",
-            errors=[{"field": field, "location": "path", "message": MODEL_NAME_RULE}],
+            errors=[{"field": field, "location": location, "message": MODEL_NAME_RULE}],
         )
     return name
 

@@ -39,6 +39,17 @@ def decode_token(token: str | None) -> dict:
     return state
 
 
+def decode_position(token: str | None, maximum: int) -> int | None:
+    """The ``before`` position of one of our keyset tokens: an integer in range, or
+    None for the first page."""
+    before = decode_token(token).get("before")
+    if before is None:
+        return None
+    if isinstance(before, bool) or not isinstance(before, int) or not 0 < before <= maximum:
+        raise BadRequest("page_token is not a token this service issued")
+    return before
+
+
 def filtered_page(
     fetch: Callable[[str | None, int], Page[T]],
     predicate: Callable[[T], bool] | None,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +30,7 @@ from registry_service.domain.entities import (
     Stage,
     TransitionResult,
 )
+from registry_service.domain.names import INT32_MAX
 from registry_service.gateway.base import RegistryGateway
 from registry_service.gateway.http import install_low_latency_transport
 
@@ -51,16 +56,43 @@ def _ts(millis: int | None) -> datetime | None:
     return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
 
+# MLflow retried a call that kept answering with errors: it answered, it is not down.
+_ANSWERED_WITH_ERRORS = re.compile(r"too many \d{3} error responses")
+
+
 def _is_connection_failure(exc: BaseException) -> bool:
+    if _ANSWERED_WITH_ERRORS.search(str(exc)):
+        return False
     # MLflow wraps transport errors in a plain MlflowException without ``from``.
     seen = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, requests.exceptions.RetryError):
+            return False
         if isinstance(current, requests.exceptions.RequestException | ConnectionError):
             return True
         current = current.__cause__ or current.__context__
     return "failed with exception" in str(exc) or "failed with timeout" in str(exc)
+
+
+def _check_offset(page_token: str | None) -> None:
+    """Refuse a page token whose offset MLflow's SQL store would fail on (a 500 there).
+
+    MLflow's tokens are base64 JSON with an ``offset``; one in another shape is left
+    for MLflow to judge.
+    """
+    if not page_token:
+        return
+    try:
+        state = json.loads(base64.b64decode(page_token, validate=False))
+    except (ValueError, binascii.Error):
+        return
+    offset = state.get("offset") if isinstance(state, dict) else None
+    if offset is not None and not (
+        isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset <= INT32_MAX
+    ):
+        raise errors.BadRequest("page_token is not a token this service issued")
 
 
 def _model_id_of(source: str) -> str | None:
@@ -224,6 +256,7 @@ class MlflowGateway(RegistryGateway):
             return self._model(self.client.get_registered_model(name))
 
     def search_registered_models(self, name_like, max_results, page_token):
+        _check_offset(page_token)
         filter_string = f"name LIKE '{name_like}%'" if name_like else None
         with self._translate(errors.ModelNotFound, "registered model"):
             result = self.client.search_registered_models(
@@ -261,6 +294,7 @@ class MlflowGateway(RegistryGateway):
             return self._version(self.client.get_model_version(name, str(version)))
 
     def search_model_versions(self, name, max_results, page_token):
+        _check_offset(page_token)
         # ``name`` matched MODEL_NAME_RE before reaching here: no quote can occur in it.
         with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
             result = self.client.search_model_versions(
@@ -360,6 +394,7 @@ class MlflowGateway(RegistryGateway):
 
     @contextmanager
     def _page_token_checked(self, page_token: str | None) -> Iterator[None]:
+        _check_offset(page_token)
         try:
             yield
         except errors.ValidationError as exc:

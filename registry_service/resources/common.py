@@ -6,7 +6,7 @@ import math
 
 import marshmallow as ma
 
-from registry_service.api import Schema
+from registry_service.api import Integer, Schema
 from registry_service.domain.names import TAG_VALUE_MAX
 
 MAX_PAGE_SIZE = 500
@@ -35,7 +35,7 @@ def description_field(**kwargs) -> ma.fields.String:
 
 
 class PageArgsSchema(Schema):
-    max_results = ma.fields.Integer(
+    max_results = Integer(
         load_default=DEFAULT_PAGE_SIZE,
         validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE),
         metadata={"description": f"Page size, 1-{MAX_PAGE_SIZE}"},

@@ -17,8 +17,7 @@ from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.models import AuditChainHeadRow, AuditEventRow
 from registry_service.domain.entities import AuditEvent, Page
-from registry_service.domain.paging import decode_token, encode_token
-from registry_service.errors import BadRequest
+from registry_service.domain.paging import decode_position, encode_token
 from registry_service.services.context import Context
 
 GENESIS_HASH = "0" * 64
@@ -155,10 +154,7 @@ class AuditLog:
         self, filters: AuditFilter, max_results: int, page_token: str | None
     ) -> Page[AuditEvent]:
         """Newest first; the token is the last sequence number returned."""
-        state = decode_token(page_token)
-        before_seq = state.get("before")
-        if before_seq is not None and not isinstance(before_seq, int):
-            raise BadRequest("page_token is not a token this service issued")
+        before_seq = decode_position(page_token, 2**63 - 1)
         stmt = select(AuditEventRow)
         if filters.model_name is not None:
             stmt = stmt.where(AuditEventRow.model_name == filters.model_name)

@@ -29,6 +29,8 @@ from registry_service.domain.names import (
     RUN_ID_RE,
     TAG_KEY_RE,
     TAG_VALUE_MAX,
+    TAGS_PER_OBJECT_MAX,
+    TAGS_PER_REQUEST_MAX,
     check_alias,
     check_model_name,
 )
@@ -65,6 +67,8 @@ class TagPatch:
     @classmethod
     def parse(cls, patch: dict[str, str | None] | None, field: str = "tags") -> TagPatch:
         patch = patch or {}
+        if len(patch) > TAGS_PER_REQUEST_MAX:
+            raise _too_many(field, TAGS_PER_REQUEST_MAX, "per request")
         check_tags({k: v for k, v in patch.items() if v is not None}, field)
         for key in patch:
             _check_tag_key(key, field)
@@ -75,6 +79,12 @@ class TagPatch:
 
     def __bool__(self) -> bool:
         return bool(self.set or self.delete)
+
+    def check_total(self, before: dict[str, str], field: str = "tags") -> None:
+        """Refuse a patch that would leave the object with more tags than we allow."""
+        after = (set(before) | set(self.set)) - set(self.delete)
+        if len(after) > TAGS_PER_OBJECT_MAX:
+            raise _too_many(field, TAGS_PER_OBJECT_MAX, "per model or version")
 
     def inverse(self, before: dict[str, str]) -> TagPatch:
         """The patch that puts the touched keys back as they were in ``before``."""
@@ -112,7 +122,16 @@ def _check_tag_key(key: str, field: str) -> None:
         )
 
 
+def _too_many(field: str, limit: int, what: str) -> ValidationError:
+    return ValidationError(
+        f"too many tags: {what}",
+        errors=[{"field": field, "location": "json", "message": f"at most {limit} tags {what}"}],
+    )
+
+
 def check_tags(tags: dict[str, str] | None, field: str = "tags") -> dict[str, str]:
+    if len(tags or {}) > TAGS_PER_REQUEST_MAX:
+        raise _too_many(field, TAGS_PER_REQUEST_MAX, "per request")
     for key, value in (tags or {}).items():
         _check_tag_key(key, field)
         if len(value) > TAG_VALUE_MAX:
@@ -225,7 +244,7 @@ class ModelService:
         self, prefix: str | None, max_results: int, page_token: str | None
     ) -> Page[RegisteredModel]:
         if prefix:
-            check_model_name(prefix, "name_prefix")
+            check_model_name(prefix, "name_prefix", "query")
         # MLflow's LIKE reads '_' as a wildcard, so re-check the prefix literally.
         predicate = (lambda m: m.name.startswith(prefix)) if prefix and "_" in prefix else None
         return filtered_page(
@@ -241,7 +260,7 @@ class ModelService:
     def create_model(
         self, ctx: Context, name: str, description: str | None, tags: dict[str, str] | None
     ) -> RegisteredModel:
-        check_model_name(name)
+        check_model_name(name, location="json")
         tags = check_tags(tags)
         return self._recorded(
             ctx,
@@ -259,6 +278,7 @@ class ModelService:
         before = self.get_model(name)
         if description is None and not tags:
             return before
+        tags.check_total(before.tags)
         restore = tags.inverse(before.tags)
         return self._recorded(
             ctx,
@@ -447,6 +467,7 @@ class ModelService:
         before = self.gateway.get_model_version(name, version)
         if description is None and not tags:
             return before
+        tags.check_total(before.tags)
         restore = tags.inverse(before.tags)
         return self._recorded(
             ctx,

@@ -43,12 +43,11 @@ from registry_service.domain.entities import (
     Stage,
     VersionDetail,
 )
-from registry_service.domain.names import check_model_name
-from registry_service.domain.paging import decode_token, encode_token
+from registry_service.domain.names import INT32_MAX, check_model_name
+from registry_service.domain.paging import decode_position, encode_token
 from registry_service.domain.policy import PolicyRule, Target, TargetType
 from registry_service.domain.promotion import Approval, Comment, Promotion, Status
 from registry_service.errors import (
-    BadRequest,
     ConsistencyError,
     IllegalTransition,
     OpenRequestExists,
@@ -273,7 +272,7 @@ class PromotionService:
         *,
         kind: str = "promotion",
     ) -> Promotion:
-        check_model_name(model_name, "model_name")
+        check_model_name(model_name, "model_name", "json")
         model = self.gateway.get_registered_model(model_name)
         detail = self.models.get_version(model_name, version)
         mv = detail.version
@@ -820,9 +819,7 @@ class PromotionService:
     ) -> Page[Promotion]:
         """Newest first."""
         self.expire_due(Context(SYSTEM_ACTOR))
-        before = decode_token(page_token).get("before")
-        if before is not None and not isinstance(before, int):
-            raise BadRequest("page_token is not a token this service issued")
+        before = decode_position(page_token, INT32_MAX)
         stmt = select(PromotionRequestRow)
         if filters.model_name is not None:
             stmt = stmt.where(PromotionRequestRow.model_name == filters.model_name)

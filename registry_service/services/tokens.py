@@ -127,7 +127,6 @@ class TokenService:
                     "token_id": info.id,
                     "principal": name,
                     "roles": roles,
-                    "prefix": info.prefix,
                     "expires_at": info.expires_at,
                 },
             )
@@ -154,7 +153,6 @@ class TokenService:
                     after={
                         "token_id": row.id,
                         "principal": row.principal.name,
-                        "prefix": row.prefix,
                     },
                 )
             return _info(row)

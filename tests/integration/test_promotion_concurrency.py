@@ -127,7 +127,7 @@ def test_racing_approvals_execute_exactly_once(workers, people, model):
     assert len(moves) == trials
 
 
-def test_racing_requests_for_one_target_leave_the_last_executed(workers, people, model):
+def test_racing_requests_for_one_target_execute_one_and_supersede_the_other(workers, people, model):
     services = workers[0]
     services.policies.replace(
         CTX, model, [PolicyRule(TargetType.STAGE, "Production", required_approvals=1)]
@@ -149,10 +149,13 @@ def test_racing_requests_for_one_target_leave_the_last_executed(workers, people,
         )
         finals = [services.promotions.get(r.id) for r in opened]
         statuses = sorted(f.status.value for f in finals)
-        assert statuses == ["executed", "failed"], (trial, [f.last_error for f in finals])
+        # The winner's move settles the other request at once, whether its approval
+        # came first (approved, waiting for the lock) or was refused afterwards.
+        assert statuses == ["executed", "superseded"], (trial, [f.last_error for f in finals])
         winner = next(f for f in finals if f.status is Status.EXECUTED)
-        loser = next(f for f in finals if f.status is Status.FAILED)
-        assert "moved from" in loser.last_error
+        loser = next(f for f in finals if f.status is Status.SUPERSEDED)
+        assert loser.superseded_by == winner.id and loser.attempts == 0
+        assert f"moved stage Production to version {winner.version}" in loser.comments[-1].body
         assert production_versions(workers, model) == [winner.version]
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from registry_service.api import Schema
+from registry_service.api import Integer, Schema
 from registry_service.resources.common import PageArgsSchema
 
 
 class AuditArgsSchema(PageArgsSchema):
     model = ma.fields.String(load_default=None, metadata={"description": "Model name"})
-    version = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=1))
+    version = Integer(load_default=None, validate=ma.validate.Range(min=1))
     actor = ma.fields.String(load_default=None)
     action = ma.fields.String(load_default=None, metadata={"description": "e.g. model.created"})
     subject = ma.fields.String(
@@ -30,12 +30,12 @@ class AuditArgsSchema(PageArgsSchema):
 
 
 class AuditEventSchema(Schema):
-    seq = ma.fields.Integer()
+    seq = Integer()
     occurred_at = ma.fields.AwareDateTime()
     actor = ma.fields.String()
     action = ma.fields.String()
     model_name = ma.fields.String(allow_none=True)
-    model_version = ma.fields.Integer(allow_none=True)
+    model_version = Integer(allow_none=True)
     request_id = ma.fields.String(allow_none=True)
     subject = ma.fields.String(allow_none=True)
     before = ma.fields.Raw(allow_none=True)
@@ -50,12 +50,12 @@ class AuditPageSchema(Schema):
 
 
 class AuditHeadSchema(Schema):
-    seq = ma.fields.Integer(metadata={"description": "Sequence number of the latest event"})
+    seq = Integer(metadata={"description": "Sequence number of the latest event"})
     hash = ma.fields.String(metadata={"description": "Its chain hash"})
 
 
 class AuditVerifyArgsSchema(Schema):
-    after_seq = ma.fields.Integer(
+    after_seq = Integer(
         load_default=0,
         validate=ma.validate.Range(min=0),
         metadata={"description": "Start after this checkpoint (a previously exported head)"},
@@ -74,11 +74,11 @@ class AuditVerifyArgsSchema(Schema):
 
 class AuditVerificationSchema(Schema):
     ok = ma.fields.Boolean(metadata={"description": "True when every hash and link checks out"})
-    from_seq = ma.fields.Integer(metadata={"description": "Checkpoint the walk started after"})
-    events_checked = ma.fields.Integer()
-    head_seq = ma.fields.Integer()
+    from_seq = Integer(metadata={"description": "Checkpoint the walk started after"})
+    events_checked = Integer()
+    head_seq = Integer()
     head_hash = ma.fields.String()
-    first_broken_seq = ma.fields.Integer(
+    first_broken_seq = Integer(
         allow_none=True, metadata={"description": "The first event that fails, if any"}
     )
     problem = ma.fields.String(allow_none=True)

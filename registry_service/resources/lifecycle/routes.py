@@ -75,7 +75,7 @@ class ArchiveOld(MethodView):
         return get_services().models.archive_old(current_context(), name, body["keep_latest"])
 
 
-@blp.route("/<string:name>/versions/<int:version>/evaluate")
+@blp.route("/<string:name>/versions/<id:version>/evaluate")
 class Evaluate(MethodView):
     @blp.requires(Role.REQUESTER)
     @blp.arguments(EvaluateSchema)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from registry_service.api import Schema
+from registry_service.api import Integer, Schema
 from registry_service.resources.promotions.schemas import COMMENT_MAX, PromotionDetailSchema
 
 
@@ -28,14 +28,14 @@ class HistoryArgsSchema(TargetArgsSchema):
 class TenureSchema(Schema):
     target_type = ma.fields.String(metadata={"enum": ["stage", "alias"]})
     target = ma.fields.String(attribute="target_name")
-    version = ma.fields.Integer()
+    version = Integer()
     since = ma.fields.AwareDateTime()
     until = ma.fields.AwareDateTime(allow_none=True, metadata={"description": "null: still"})
     started_by = ma.fields.String()
     ended_by = ma.fields.String(allow_none=True)
-    promotion_request = ma.fields.Integer(allow_none=True)
-    started_seq = ma.fields.Integer(metadata={"description": "Audit event that started it"})
-    ended_seq = ma.fields.Integer(allow_none=True)
+    promotion_request = Integer(allow_none=True)
+    started_seq = Integer(metadata={"description": "Audit event that started it"})
+    ended_seq = Integer(allow_none=True)
 
 
 class HistorySchema(Schema):
@@ -43,7 +43,7 @@ class HistorySchema(Schema):
     at = ma.fields.AwareDateTime(allow_none=True)
     holders_at = ma.fields.Dict(
         keys=ma.fields.String(),
-        values=ma.fields.List(ma.fields.Integer()),
+        values=ma.fields.List(Integer()),
         metadata={"description": "Target to the versions holding it at `at` (or now)"},
     )
     tenures = ma.fields.List(
@@ -70,7 +70,7 @@ class RollbackSchema(Schema):
 class ArchiveOldSchema(Schema):
     example = {"keep_latest": 5}
 
-    keep_latest = ma.fields.Integer(
+    keep_latest = Integer(
         required=True,
         validate=ma.validate.Range(min=1, max=10_000),
         metadata={"description": "How many of the newest versions to keep as they are"},
@@ -79,8 +79,8 @@ class ArchiveOldSchema(Schema):
 
 class RetentionSchema(Schema):
     model_name = ma.fields.String()
-    kept = ma.fields.List(ma.fields.Integer())
-    archived = ma.fields.List(ma.fields.Integer())
+    kept = ma.fields.List(Integer())
+    archived = ma.fields.List(Integer())
     spared = ma.fields.Dict(
         keys=ma.fields.String(),
         values=ma.fields.String(),
@@ -112,8 +112,8 @@ class DecisionSchema(Schema):
     passed = ma.fields.Boolean()
     dry_run = ma.fields.Boolean()
     metric = ma.fields.String()
-    challenger_version = ma.fields.Integer()
-    champion_version = ma.fields.Integer(allow_none=True)
+    challenger_version = Integer()
+    champion_version = Integer(allow_none=True)
     criteria = ma.fields.List(ma.fields.Nested(CriterionSchema))
     request = ma.fields.Nested(
         PromotionDetailSchema,

@@ -102,7 +102,7 @@ class Versions(MethodView):
         )
 
 
-@blp.route("/<string:name>/versions/<int:version>")
+@blp.route("/<string:name>/versions/<id:version>")
 class Version(MethodView):
     @blp.requires()
     @blp.response(200, VersionDetailSchema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from webargs.fields import DelimitedList
 
-from registry_service.api import Schema
+from registry_service.api import Integer, Schema
 from registry_service.domain.entities import Stage, VersionDetail
 from registry_service.domain.names import MODEL_NAME_RULE
 from registry_service.resources.common import (
@@ -28,12 +28,12 @@ class ModelSchema(Schema):
     tags = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
     aliases = ma.fields.Dict(
         keys=ma.fields.String(),
-        values=ma.fields.Integer(),
+        values=Integer(),
         metadata={"description": "Alias to version number"},
     )
     latest_versions = ma.fields.Dict(
         keys=ma.fields.String(),
-        values=ma.fields.Integer(),
+        values=Integer(),
         metadata={"description": "Stage to its latest version"},
     )
     created_at = ma.fields.AwareDateTime()
@@ -75,7 +75,7 @@ class ModelPageSchema(Schema):
 
 class VersionSchema(Schema):
     name = ma.fields.String()
-    version = ma.fields.Integer()
+    version = Integer()
     stage = ma.fields.String(metadata={"enum": STAGES})
     status = ma.fields.String()
     source = ma.fields.String()
@@ -157,7 +157,7 @@ class VersionPatchSchema(Schema):
 
 class CompareArgsSchema(Schema):
     versions = DelimitedList(
-        ma.fields.Integer(validate=ma.validate.Range(min=1)),
+        Integer(validate=ma.validate.Range(min=1)),
         required=True,
         metadata={"description": "e.g. 3,5"},
     )

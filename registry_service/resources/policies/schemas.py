@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from registry_service.api import Schema
+from registry_service.api import Integer, Schema
 from registry_service.domain.evaluation import DEFAULT_IMPROVEMENT, AutoPromotion
 from registry_service.domain.names import TAG_KEY_RE
 from registry_service.domain.policy import (
@@ -23,7 +23,7 @@ class RuleSchema(Schema):
     target_alias = ma.fields.String(
         metadata={"description": f"An alias such as champion; '{ANY_ALIAS}' covers every alias"}
     )
-    required_approvals = ma.fields.Integer(
+    required_approvals = Integer(
         required=True,
         validate=ma.validate.Range(min=0, max=MAX_APPROVALS),
         metadata={"description": "Distinct approvals needed; 0 executes when requested"},
@@ -42,10 +42,10 @@ class RuleSchema(Schema):
         metadata={"description": "Members of this group may approve (with the role)"},
     )
     allow_self_approval = ma.fields.Boolean(load_default=False)
-    expires_after_hours = ma.fields.Integer(
+    expires_after_hours = Integer(
         load_default=DEFAULT_EXPIRY_HOURS, validate=ma.validate.Range(min=1, max=24 * 365)
     )
-    rollback_approvals = ma.fields.Integer(
+    rollback_approvals = Integer(
         load_default=1,
         validate=ma.validate.Range(min=1, max=MAX_APPROVALS),
         metadata={"description": "Approvals a rollback of this target needs (any approver)"},
@@ -81,13 +81,13 @@ class RuleSchema(Schema):
 class RuleOutSchema(Schema):
     target_type = ma.fields.String(metadata={"enum": [t.value for t in TargetType]})
     target = ma.fields.String()
-    required_approvals = ma.fields.Integer()
+    required_approvals = Integer()
     approver_role = ma.fields.String()
     approvers = ma.fields.List(ma.fields.String())
     approver_group = ma.fields.String(allow_none=True)
     allow_self_approval = ma.fields.Boolean()
-    expires_after_hours = ma.fields.Integer()
-    rollback_approvals = ma.fields.Integer()
+    expires_after_hours = Integer()
+    rollback_approvals = Integer()
     break_glass = ma.fields.Boolean()
     source = ma.fields.String(
         metadata={"description": "model: set for this model; default: the service default"}
@@ -177,7 +177,7 @@ class PolicyPutSchema(Schema):
 class PolicySchema(Schema):
     model_name = ma.fields.String()
     source = ma.fields.String(metadata={"description": "model or default"})
-    revision = ma.fields.Integer(metadata={"description": "0 while the defaults apply"})
+    revision = Integer(metadata={"description": "0 while the defaults apply"})
     updated_at = ma.fields.AwareDateTime(allow_none=True)
     updated_by = ma.fields.String(allow_none=True)
     rules = ma.fields.List(

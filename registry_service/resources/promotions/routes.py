@@ -139,7 +139,7 @@ class Promotions(MethodView):
         return response
 
 
-@blp.route("/<int:request_id>")
+@blp.route("/<id:request_id>")
 class PromotionRequest(MethodView):
     @blp.requires()
     @blp.response(200, PromotionDetailSchema)
@@ -149,7 +149,7 @@ class PromotionRequest(MethodView):
         return _promotions().get(request_id, with_comparison=True)
 
 
-@blp.route("/<int:request_id>/approve")
+@blp.route("/<id:request_id>/approve")
 class Approve(MethodView):
     @blp.requires(Role.APPROVER)
     @blp.arguments(ApproveSchema)
@@ -164,7 +164,7 @@ class Approve(MethodView):
         return _promotions().approve(current_context(), g.principal, request_id, body["comment"])
 
 
-@blp.route("/<int:request_id>/reject")
+@blp.route("/<id:request_id>/reject")
 class Reject(MethodView):
     @blp.requires(Role.APPROVER)
     @blp.arguments(RejectSchema)
@@ -175,7 +175,7 @@ class Reject(MethodView):
         return _promotions().reject(current_context(), g.principal, request_id, body["comment"])
 
 
-@blp.route("/<int:request_id>/cancel")
+@blp.route("/<id:request_id>/cancel")
 class Cancel(MethodView):
     @blp.requires()
     @blp.arguments(CancelSchema)
@@ -189,7 +189,7 @@ class Cancel(MethodView):
         return _promotions().cancel(current_context(), g.principal, request_id, body["comment"])
 
 
-@blp.route("/<int:request_id>/comments")
+@blp.route("/<id:request_id>/comments")
 class Comments(MethodView):
     @blp.requires()
     @blp.arguments(CommentCreateSchema)
@@ -200,7 +200,7 @@ class Comments(MethodView):
         return _promotions().comment(current_context(), g.principal, request_id, body["comment"])
 
 
-@blp.route("/<int:request_id>/retry")
+@blp.route("/<id:request_id>/retry")
 class Retry(MethodView):
     @blp.requires(Role.ADMIN)
     @blp.response(200, PromotionDetailSchema)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from registry_service.api import Schema
+from registry_service.api import Integer, Schema
 from registry_service.domain.promotion import Status
 from registry_service.resources.audit.schemas import AuditEventSchema
 from registry_service.resources.common import MetricValue, PageArgsSchema
@@ -28,7 +28,7 @@ class PromotionCreateSchema(Schema):
     }
 
     model_name = ma.fields.String(required=True)
-    version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+    version = Integer(required=True, validate=ma.validate.Range(min=1))
     target_stage = ma.fields.String(metadata={"description": "Staging, Production or Archived"})
     target_alias = ma.fields.String(metadata={"description": "An alias such as champion"})
     reason = ma.fields.String(
@@ -92,9 +92,9 @@ class CommentSchema(Schema):
 
 
 class PromotionSchema(Schema):
-    id = ma.fields.Integer()
+    id = Integer()
     model_name = ma.fields.String()
-    version = ma.fields.Integer()
+    version = Integer()
     target_stage = ma.fields.String(allow_none=True)
     target_alias = ma.fields.String(allow_none=True)
     archive_existing_versions = ma.fields.Boolean(attribute="archive_existing")
@@ -105,15 +105,15 @@ class PromotionSchema(Schema):
         metadata={"description": "A break-glass rollback executed without approval"}
     )
     status = ma.fields.String(metadata={"enum": STATUSES})
-    required_approvals = ma.fields.Integer()
-    received_approvals = ma.fields.Integer()
+    required_approvals = Integer()
+    received_approvals = Integer()
     approvals = ma.fields.List(ma.fields.Nested(ApprovalSchema))
     policy = ma.fields.Nested(
         RuleOutSchema,
         attribute="rule",
         metadata={"description": "The policy rule in force when the request was opened"},
     )
-    replaces_version = ma.fields.Integer(
+    replaces_version = Integer(
         allow_none=True,
         metadata={"description": "The version holding the target when requested (the champion)"},
     )
@@ -128,10 +128,10 @@ class PromotionSchema(Schema):
     expires_at = ma.fields.AwareDateTime()
     decided_at = ma.fields.AwareDateTime(allow_none=True)
     executed_at = ma.fields.AwareDateTime(allow_none=True)
-    attempts = ma.fields.Integer(metadata={"description": "Executions started"})
+    attempts = Integer(metadata={"description": "Executions started"})
     last_error = ma.fields.String(allow_none=True)
     outcome = ma.fields.Dict(allow_none=True)
-    superseded_by = ma.fields.Integer(
+    superseded_by = Integer(
         allow_none=True,
         metadata={"description": "The request whose move made this one stale (superseded)"},
     )
@@ -139,7 +139,7 @@ class PromotionSchema(Schema):
 
 
 class ReviewSideSchema(Schema):
-    version = ma.fields.Integer()
+    version = Integer()
     lineage = ma.fields.Dict(
         metadata={
             "description": "run_id, experiment, git_commit, data_version, source, "
@@ -188,7 +188,7 @@ class ChampionComparisonSchema(Schema):
     )
     metrics = ma.fields.List(ma.fields.Nested(MetricVerdictSchema))
     params_differing = ma.fields.List(ma.fields.Nested(ParamDifferenceSchema))
-    params_same = ma.fields.Integer(metadata={"description": "How many params are equal"})
+    params_same = Integer(metadata={"description": "How many params are equal"})
 
 
 class PromotionDetailSchema(PromotionSchema):
