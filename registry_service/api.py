@@ -206,8 +206,13 @@ class Blueprint(flask_smorest.Blueprint):
     def arguments(self, schema, *args, **kwargs):
         """As flask-smorest's, with the schema's own ``example`` documented for bodies."""
         example = getattr(schema, "example", None)
-        if kwargs.get("location", "json") == "json" and example is not None:
+        location = kwargs.get("location", "json")
+        if location == "json" and example is not None:
             kwargs.setdefault("example", example)
+        if location == "query":
+            # webargs ignores unknown query parameters; a misspelt filter (?stauts=)
+            # would silently list everything.
+            kwargs.setdefault("unknown", ma.RAISE)
         return super().arguments(schema, *args, **kwargs)
 
     def requires(self, role: Role | None = None) -> Callable:

@@ -86,11 +86,11 @@ class RegistryClient:
                 retry = isinstance(exc, requests.ConnectionError) or method in SAFE_METHODS
                 if last or not retry:
                     raise Unreachable(f"no answer from {self.base}: {exc}") from exc
-                log.info("%s %s: %s; retrying", method, path, exc)
+                log.warning("%s %s: %s; retrying", method, path, exc)
                 time.sleep(backoff(attempt))
                 continue
             if response.status_code in RETRY_STATUSES and not last:
-                log.info("%s %s: %s; retrying", method, path, response.status_code)
+                log.warning("%s %s: answered %s; retrying", method, path, response.status_code)
                 time.sleep(_retry_after(response) or backoff(attempt))
                 continue
             return _body(response)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -287,4 +288,5 @@ def test_ci_script_keeps_waiting_across_a_service_restart(service, trained):
             waiting.kill()
     assert waiting.returncode == 0, err
     assert f"promoted {MODEL} v{trained['version']} to Production" in out
-    assert "waiting for the service" in err  # it saw the outage and kept waiting
+    # It saw the outage (a retried poll, or a wait past the retries) and kept waiting.
+    assert re.search(r"retrying|waiting for the service", err), err
