@@ -99,6 +99,16 @@ class ProblemSchema(Schema):
         metadata={"description": "not-recorded: whether the MLflow change was undone"}
     )
     metric = ma.fields.String(metadata={"description": "The metric a problem is about"})
+    intent_id = Integer(
+        metadata={"description": "outcome-unknown: the recorded intent the sweep settles"}
+    )
+    applied = ma.fields.String(
+        metadata={
+            "description": "applied-despite-error: full or partial",
+            "enum": ["full", "partial"],
+        }
+    )
+    audit_seq = Integer(metadata={"description": "The audit event that recorded the change"})
     accepted = ma.fields.List(
         ma.fields.String(), metadata={"description": "415: the media types accepted"}
     )

@@ -168,8 +168,9 @@ def promotions() -> None:
 
 @promotions.command("sweep")
 def promotions_sweep() -> None:
-    """Expire overdue requests, execute approved ones whose execution stalled, and
-    forget idempotency keys past their retention (cron)."""
+    """Expire overdue requests, execute approved ones whose execution stalled, settle
+    MLflow writes whose outcome was never confirmed, and forget idempotency keys past
+    their retention (cron)."""
     from registry_service.services.container import build_services
 
     settings = _settings()
@@ -178,13 +179,15 @@ def promotions_sweep() -> None:
         # First: it needs only the database, so an MLflow outage cannot hold it up.
         purged = services.idempotency.purge(timedelta(hours=settings.idempotency_retention_hours))
         counts = services.promotions.sweep(_ctx())
+        intents = services.models.settle_intents(_ctx())
     except RegistryError as exc:
         _fail(exc)
     finally:
         services.close()
     click.echo(
         f"{counts['expired']} expired, {counts['executed_stalled']} stalled executed, "
-        f"{purged} idempotency keys purged"
+        f"{intents['recorded']} unconfirmed MLflow writes recorded, {intents['failed']} found "
+        f"not applied, {intents['unknown']} still unknown, {purged} idempotency keys purged"
     )
 
 

@@ -151,6 +151,21 @@ class UpstreamUnavailable(UpstreamError):
     title = "MLflow is unavailable"
 
 
+class OutcomeUnknown(UpstreamUnavailable):
+    """MLflow never confirmed a write and could not be read back; the intent stays
+    pending until the sweep settles it."""
+
+    code = "outcome-unknown"
+    title = "MLflow did not confirm the change"
+
+
+class AppliedDespiteError(UpstreamError):
+    """MLflow reported a failure, yet the change (or part of it) is there: recorded."""
+
+    code = "applied-despite-error"
+    title = "MLflow reported an error but applied the change"
+
+
 class ConsistencyError(RegistryError):
     """A change could not be recorded; says whether it was rolled back in MLflow."""
 

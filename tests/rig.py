@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -230,3 +231,100 @@ class ServiceProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def read_http_message(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 message with a Content-Length body (or none); b"" when closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+class FaultyProxy:
+    """A TCP proxy in front of a real server that loses answers on purpose.
+
+    ``drop(n, match, after=k)``: past the next ``k``, the next ``n`` requests whose
+    request line contains ``match`` reach the server, which acts on them, but the client
+    gets a closed connection and no answer. With ``then_refuse``, every later connection
+    is closed at once too, until ``heal()``: the server looks gone right after it acted.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.match = b""
+        self.to_pass = 0
+        self.to_drop = 0
+        self.dropped = 0
+        self.refusing = False
+        self.then_refuse = False
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def drop(self, n: int = 1, match: str = "", after: int = 0, then_refuse: bool = False) -> None:
+        with self.lock:
+            self.to_drop, self.match, self.then_refuse = n, match.encode(), then_refuse
+            self.to_pass = after
+
+    def heal(self) -> None:
+        with self.lock:
+            self.to_drop, self.refusing = 0, False
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _should_drop(self, request: bytes) -> bool:
+        with self.lock:
+            if self.to_drop and self.match in request.split(b"\r\n", 1)[0]:
+                if self.to_pass:
+                    self.to_pass -= 1
+                    return False
+                self.to_drop -= 1
+                self.dropped += 1
+                self.refusing = self.then_refuse
+                return True
+            return False
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            if self.refusing:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with upstream:
+                while True:
+                    request = read_http_message(client)
+                    if not request or self.refusing:
+                        return
+                    upstream.sendall(request)
+                    answer = read_http_message(upstream)
+                    if self._should_drop(request) or not answer:
+                        return  # the server acted; the client hears nothing
+                    client.sendall(answer)
+
+    def close(self) -> None:
+        self.listener.close()

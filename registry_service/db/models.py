@@ -219,3 +219,29 @@ class IdempotencyKeyRow(Base):
     response_body: Mapped[Any | None] = mapped_column(JSON)
     # Indexed for the retention purge.
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class MlflowIntentRow(Base):
+    """An MLflow write about to be made: committed before the call, settled after it.
+
+    One left ``pending`` means the call's outcome is unknown (a timeout, a dropped
+    connection); the sweep reads MLflow and records what actually happened.
+    """
+
+    __tablename__ = "mlflow_intents"
+    __table_args__ = (Index("ix_mlflow_intents_status_created_at", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(64))
+    # model, version, or registration (a version whose number MLflow assigns)
+    subject: Mapped[str] = mapped_column(String(16))
+    model_name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int | None] = mapped_column(Integer)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -177,9 +177,7 @@ class MlflowGateway(RegistryGateway):
         if code in _ERROR_BY_CODE:
             return _ERROR_BY_CODE[code](message)
         if _is_connection_failure(exc):
-            return errors.UpstreamUnavailable(
-                "MLflow is unreachable; nothing was changed by this request"
-            )
+            return errors.UpstreamUnavailable("MLflow is unreachable")
         return errors.UpstreamError(f"MLflow failed: {message}")
 
     # -- mapping MLflow objects to ours

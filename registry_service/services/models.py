@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.models import VersionLineageRow
 from registry_service.domain.comparison import ComparedValue, side_by_side
@@ -36,8 +38,13 @@ from registry_service.domain.names import (
 )
 from registry_service.domain.paging import filtered_page
 from registry_service.errors import (
+    AlreadyExists,
+    AppliedDespiteError,
     ConsistencyError,
     IllegalTransition,
+    ModelNotFound,
+    NotFound,
+    OutcomeUnknown,
     RegistryError,
     RunNotFound,
     ValidationError,
@@ -46,8 +53,19 @@ from registry_service.errors import (
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
+from registry_service.services.intents import (
+    APPLIED,
+    FAILED,
+    RECONCILED,
+    UNDONE,
+    IntentLog,
+    Subject,
+)
 
 log = logging.getLogger(__name__)
+# A write still pending after this is no longer in flight: MLflow calls time out well
+# before (REGISTRY_MLFLOW_TIMEOUT, 10 s, times its retries).
+INTENT_GRACE = timedelta(minutes=2)
 T = TypeVar("T")
 
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
@@ -79,6 +97,14 @@ class TagPatch:
 
     def __bool__(self) -> bool:
         return bool(self.set or self.delete)
+
+    def expected(self, before: Any, description: str | None) -> dict[str, Any]:
+        """The fields of ``before`` (a model or version) once this patch is applied."""
+        tags = {k: v for k, v in {**before.tags, **self.set}.items() if k not in self.delete}
+        return {
+            "description": before.description if description is None else description,
+            "tags": tags,
+        }
 
     def check_total(self, before: dict[str, str], field: str = "tags") -> None:
         """Refuse a patch that would leave the object with more tags than we allow."""
@@ -148,6 +174,25 @@ def check_tags(tags: dict[str, str] | None, field: str = "tags") -> dict[str, st
     return dict(tags or {})
 
 
+def _lineage_row_of(name: str, version: int, payload: dict[str, Any]) -> VersionLineageRow:
+    """The lineage snapshot of a registration, from what its intent recorded."""
+    lineage = payload["lineage"]
+    return VersionLineageRow(
+        model_name=name,
+        version=version,
+        run_id=payload["run_id"],
+        experiment_id=lineage.get("experiment_id"),
+        experiment_name=lineage.get("experiment_name"),
+        git_commit=lineage.get("git_commit"),
+        source_name=lineage.get("source_name"),
+        data_version=lineage.get("data_version"),
+        datasets=lineage.get("datasets") or [],
+        params=lineage.get("params") or {},
+        metrics=lineage.get("metrics") or {},
+        registered_by=payload["registered_by"],
+    )
+
+
 @dataclass(frozen=True)
 class VersionComparison:
     model_name: str
@@ -203,41 +248,163 @@ class ModelService:
         self.gateway = gateway
         self.db = db
         self.audit = audit
+        self.intents = IntentLog(db)
 
-    # -- the one way a change reaches MLflow: applied, then recorded, else undone
+    # -- the one way a change reaches MLflow: intent, call, then recorded (or undone)
     def _recorded(
         self,
         ctx: Context,
         action: str,
+        subject: Subject,
         change: Callable[[], T],
         undo: Callable[[T], None],
         record: Callable[[Any, T], None],
     ) -> T:
-        result = change()
+        intent_id = self.intents.open(ctx, action, subject)
+        try:
+            result = change()
+        except RegistryError as exc:
+            self._settle_failed_call(ctx, intent_id, action, subject, exc)
+            raise
         try:
             with self.db.transaction() as session:
-                record(session, result)
+                if self.intents.claim(session, intent_id):
+                    record(session, result)
+                    self.intents.settle(session, intent_id, APPLIED)
         except Exception as exc:
             try:
                 undo(result)
             except RegistryError:
                 log.critical(
-                    "%s applied in MLflow but neither recorded nor undone (request %s)",
+                    "%s applied in MLflow but neither recorded nor undone (request %s); "
+                    "intent %s stays pending for the sweep",
                     action,
                     ctx.request_id,
+                    intent_id,
                     exc_info=True,
                 )
                 raise ConsistencyError(
                     f"{action} was applied in MLflow but could not be recorded or undone; "
-                    "an operator must reconcile it",
+                    f"the sweep records it from intent {intent_id}",
                     reverted=False,
+                    intent_id=intent_id,
                 ) from exc
+            self.intents.settle_now(intent_id, UNDONE, f"not recorded: {exc}")
             raise ConsistencyError(
                 f"{action} could not be recorded in the audit log, so it was undone in MLflow; "
                 "nothing changed",
                 reverted=True,
             ) from exc
         return result
+
+    def _settle_failed_call(
+        self, ctx: Context, intent_id: int, action: str, subject: Subject, exc: RegistryError
+    ) -> None:
+        """MLflow refused, failed or never answered: read what it holds, and say so.
+
+        Returns when nothing changed (the caller re-raises ``exc``); otherwise raises
+        what the caller should answer instead.
+        """
+        try:
+            observed = self._observe(subject)
+        except RegistryError:
+            raise OutcomeUnknown(
+                f"MLflow did not confirm {action} ({exc.detail}), and could not be read "
+                f"back; whether it was applied is unknown. Intent {intent_id} records it: "
+                "the sweep settles it from what MLflow holds",
+                intent_id=intent_id,
+            ) from exc
+        snapshot = observed.snapshot() if observed is not None else None
+        if snapshot == subject.before:
+            self.intents.settle_now(intent_id, FAILED, exc.detail)
+            return
+        with self.db.transaction() as session:
+            if not self.intents.claim(session, intent_id):
+                return
+            event = self._record_observed(session, ctx, intent_id, action, subject, observed)
+            self.intents.settle(session, intent_id, RECONCILED, exc.detail)
+        applied = "full" if subject.fully_applied(snapshot) else "partial"
+        raise AppliedDespiteError(
+            f"MLflow answered {exc.title.lower()} ({exc.detail}), yet {action} is "
+            f"{'applied' if applied == 'full' else 'partly applied'} there; what MLflow "
+            f"holds is recorded as audit event {event.seq}",
+            applied=applied,
+            audit_seq=event.seq,
+        ) from exc
+
+    def _observe(self, subject: Subject) -> RegisteredModel | ModelVersion | None:
+        """The subject as MLflow holds it now; None when it does not exist."""
+        try:
+            if subject.kind == "model":
+                return self.gateway.get_registered_model(subject.model_name)
+            if subject.kind == "version":
+                return self.gateway.get_model_version(subject.model_name, subject.version)
+        except NotFound:
+            return None
+        run_id, source = subject.payload["run_id"], subject.payload["source"]
+        page, token = None, None
+        while page is None or token:
+            page = self.gateway.search_model_versions(subject.model_name, 1000, token)
+            token = page.next_page_token
+            for mv in page.items:
+                if (mv.run_id, mv.source) == (run_id, source) and not self._lineage_row(
+                    subject.model_name, mv.version
+                ):
+                    return mv
+        return None
+
+    def _record_observed(
+        self,
+        session,
+        ctx: Context,
+        intent_id: int,
+        action: str,
+        subject: Subject,
+        observed: RegisteredModel | ModelVersion | None,
+    ):
+        """The audit event of a change found in MLflow rather than confirmed by it."""
+        version = subject.version
+        if subject.kind == "registration" and observed is not None:
+            version = observed.version
+            session.add(_lineage_row_of(subject.model_name, version, subject.payload))
+        return self.audit.append(
+            session,
+            ctx,
+            action,
+            model_name=subject.model_name,
+            model_version=version,
+            before=subject.before,
+            after={
+                **(observed.snapshot() if observed is not None else {"deleted": True}),
+                "reconciled_from_intent": intent_id,
+            },
+        )
+
+    def settle_intents(self, ctx: Context, older_than: timedelta = INTENT_GRACE) -> dict:
+        """Settle MLflow writes whose outcome was never learned, from what MLflow holds:
+        a change found there is recorded, one not found is marked failed."""
+        counts = {"recorded": 0, "failed": 0, "unknown": 0}
+        for intent in self.intents.pending(utcnow() - older_than):
+            try:
+                observed = self._observe(intent.subject)
+            except RegistryError:
+                counts["unknown"] += 1
+                continue
+            snapshot = observed.snapshot() if observed is not None else None
+            with self.db.transaction() as session:
+                if not self.intents.claim(session, intent.id):
+                    continue
+                if snapshot == intent.subject.before:
+                    self.intents.settle(session, intent.id, FAILED, "not found in MLflow")
+                    counts["failed"] += 1
+                    continue
+                actor = Context(intent.actor, intent.request_id)
+                self._record_observed(
+                    session, actor, intent.id, intent.action, intent.subject, observed
+                )
+                self.intents.settle(session, intent.id, RECONCILED, "found in MLflow")
+                counts["recorded"] += 1
+        return counts
 
     # -- registered models
     def list_models(
@@ -262,9 +429,20 @@ class ModelService:
     ) -> RegisteredModel:
         check_model_name(name, location="json")
         tags = check_tags(tags)
+        # Known absent first, so that a model found after a failed call is this one.
+        try:
+            self.gateway.get_registered_model(name)
+        except ModelNotFound:
+            pass
+        else:
+            raise AlreadyExists(f"registered model {name!r} already exists")
+        expected: dict[str, Any] = {"tags": tags}
+        if description:
+            expected["description"] = description
         return self._recorded(
             ctx,
             "model.created",
+            Subject("model", name, expected=expected),
             change=lambda: self.gateway.create_registered_model(name, description, tags),
             undo=lambda _: self.gateway.delete_registered_model(name),
             record=lambda s, model: self.audit.append(
@@ -283,6 +461,9 @@ class ModelService:
         return self._recorded(
             ctx,
             "model.updated",
+            Subject(
+                "model", name, before=before.snapshot(), expected=tags.expected(before, description)
+            ),
             change=lambda: self.gateway.update_registered_model(
                 name, description, tags.set, tags.delete
             ),
@@ -418,23 +599,15 @@ class ModelService:
         lineage = _lineage_from_run(run, experiment.name)
         mlflow_tags = {**tags, REGISTERED_BY_TAG: ctx.actor}
 
+        payload = {
+            "run_id": run.run_id,
+            "source": source,
+            "lineage": lineage.as_dict(),
+            "registered_by": ctx.actor,
+        }
+
         def record(session, mv: ModelVersion) -> None:
-            session.add(
-                VersionLineageRow(
-                    model_name=name,
-                    version=mv.version,
-                    run_id=run.run_id,
-                    experiment_id=lineage.experiment_id,
-                    experiment_name=lineage.experiment_name,
-                    git_commit=lineage.git_commit,
-                    source_name=lineage.source_name,
-                    data_version=lineage.data_version,
-                    datasets=lineage.datasets,
-                    params=lineage.params,
-                    metrics=lineage.metrics,
-                    registered_by=ctx.actor,
-                )
-            )
+            session.add(_lineage_row_of(name, mv.version, payload))
             try:
                 session.flush()
             except IntegrityError as exc:  # a stale row from a deleted, renumbered version
@@ -451,6 +624,7 @@ class ModelService:
         mv = self._recorded(
             ctx,
             "version.registered",
+            Subject("registration", name, payload=payload),
             change=lambda: self.gateway.create_model_version(
                 name, source, run.run_id, description, mlflow_tags, model_id
             ),
@@ -472,6 +646,13 @@ class ModelService:
         return self._recorded(
             ctx,
             "version.updated",
+            Subject(
+                "version",
+                name,
+                version,
+                before=before.snapshot(),
+                expected=tags.expected(before, description),
+            ),
             change=lambda: self.gateway.update_model_version(
                 name, version, description, tags.set, tags.delete
             ),
@@ -529,6 +710,9 @@ class ModelService:
         return self._recorded(
             ctx,
             "version.stage_changed",
+            Subject(
+                "version", name, version, before=before.snapshot(), expected={"stage": stage.value}
+            ),
             change=lambda: self.gateway.transition_stage(name, version, stage, archive_existing),
             undo=lambda result: self._undo_transition(name, version, before.stage, result),
             record=lambda s, result: self.audit.append(
@@ -553,9 +737,16 @@ class ModelService:
         check_model_name(name)
         check_alias(alias)
         self.gateway.get_model_version(name, version)
+        model = self.gateway.get_registered_model(name)
         return self._recorded(
             ctx,
             "alias.set",
+            Subject(
+                "model",
+                name,
+                before=model.snapshot(),
+                expected={"aliases": dict(sorted({**model.aliases, alias: version}.items()))},
+            ),
             change=lambda: self.gateway.set_alias(name, alias, version),
             undo=lambda previous: self._restore_alias(name, alias, previous),
             record=lambda s, previous: self.audit.append(
@@ -572,9 +763,12 @@ class ModelService:
     def delete_alias(self, ctx: Context, name: str, alias: str) -> int | None:
         check_model_name(name)
         check_alias(alias)
+        model = self.gateway.get_registered_model(name)
+        aliases = {a: v for a, v in model.aliases.items() if a != alias}
         return self._recorded(
             ctx,
             "alias.deleted",
+            Subject("model", name, before=model.snapshot(), expected={"aliases": aliases}),
             change=lambda: self.gateway.delete_alias(name, alias),
             undo=lambda previous: self._restore_alias(name, alias, previous),
             record=lambda s, previous: self.audit.append(

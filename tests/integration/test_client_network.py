@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +17,7 @@ import urllib3
 from registry_service.sdk.client import RegistryClient, Unreachable
 from registry_service.services.context import Context
 from tests.conftest import get_services_of
+from tests.rig import FaultyProxy
 
 CLI = str(Path(sys.executable).parent / "registry-service")
 CTX = Context(actor="test-setup")
@@ -36,66 +35,6 @@ def model(app, model_name, make_run):
     for _ in range(2):
         services.models.register_version(CTX, model_name, make_run(), "model", None, {})
     return model_name
-
-
-def _read_message(sock: socket.socket) -> bytes:
-    """One HTTP/1.1 message with a Content-Length body (all ours have one)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
-
-
-class DroppingProxy:
-    """Forwards to the service, but for the first ``drops`` connections reads the request
-    and closes without an answer: before forwarding it, or after the service answered
-    (so the service acted, and the client never heard)."""
-
-    def __init__(self, upstream_port: int, drops: int, forward_first: bool) -> None:
-        self.upstream_port = upstream_port
-        self.drops = drops
-        self.forward_first = forward_first
-        self.dropped = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        with client, upstream:
-            while True:
-                request = _read_message(client)
-                if not request:
-                    return
-                upstream.sendall(request)
-                if self.dropped < self.drops:
-                    self.dropped += 1
-                    if self.forward_first:
-                        _read_message(upstream)
-                    return  # the client gets a closed connection and no answer
-                client.sendall(_read_message(upstream))
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_idle_gaps_reuse_one_kept_alive_connection(server, identities, monkeypatch):
@@ -117,9 +56,10 @@ def test_idle_gaps_reuse_one_kept_alive_connection(server, identities, monkeypat
 
 
 def test_safe_calls_are_retried_when_the_connection_drops(server, identities):
-    proxy = DroppingProxy(server.port, drops=2, forward_first=False)
+    proxy = FaultyProxy(server.port)
+    proxy.drop(2, "GET /api/v1/auth/whoami")
     try:
-        client = RegistryClient(f"http://127.0.0.1:{proxy.port}", identities["viewer"]["token"])
+        client = RegistryClient(proxy.url, identities["viewer"]["token"])
         assert client.call("GET", "/auth/whoami")["name"] == identities["viewer"]["name"]
         assert proxy.dropped == 2
     finally:
@@ -129,9 +69,10 @@ def test_safe_calls_are_retried_when_the_connection_drops(server, identities):
 def test_keyed_post_is_retried_and_acts_once(server, identities, model, client, auth):
     # The service opens the request, then the answer is lost: the retry gets the
     # stored answer for the key instead of opening a second request.
-    proxy = DroppingProxy(server.port, drops=1, forward_first=True)
+    proxy = FaultyProxy(server.port)
+    proxy.drop(1, "POST /api/v1/promotions")
     try:
-        api = RegistryClient(f"http://127.0.0.1:{proxy.port}", identities["requester"]["token"])
+        api = RegistryClient(proxy.url, identities["requester"]["token"])
         opened = api.request_promotion(
             model, 1, "nightly", stage="Staging", idempotency_key=f"ci-{uuid.uuid4()}"
         )
@@ -145,9 +86,10 @@ def test_keyed_post_is_retried_and_acts_once(server, identities, model, client, 
 
 
 def test_unkeyed_post_is_never_sent_twice(server, identities, model, client, auth):
-    proxy = DroppingProxy(server.port, drops=1, forward_first=True)
+    proxy = FaultyProxy(server.port)
+    proxy.drop(1, "POST /api/v1/promotions")
     try:
-        api = RegistryClient(f"http://127.0.0.1:{proxy.port}", identities["requester"]["token"])
+        api = RegistryClient(proxy.url, identities["requester"]["token"])
         with pytest.raises(Unreachable):
             api.call(
                 "POST",

@@ -66,7 +66,8 @@ def test_sweep_command_reports_purged_keys(tmp_path, monkeypatch):
     db.dispose()
     result = runner.invoke(main, ["promotions", "sweep"])
     assert result.exit_code == 0, result.output
-    assert "0 expired, 0 stalled executed, 1 idempotency keys purged" in result.output
+    assert "0 expired, 0 stalled executed, 0 unconfirmed MLflow writes recorded" in result.output
+    assert "1 idempotency keys purged" in result.output
 
 
 def test_sweep_command_refuses_a_bad_retention(tmp_path, monkeypatch):
