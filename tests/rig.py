@@ -86,6 +86,18 @@ class Postgres:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM a server's process group, then SIGKILL what is left after ``grace``."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
 def create_database(server_url: str, prefix: str) -> str:
     """A fresh database on the server of ``server_url``; returns its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
@@ -154,13 +166,7 @@ class MlflowServer:
         if self.process is None:
             return
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+            stop_group(self.process, grace=15)
         finally:
             if self.root:
                 shutil.rmtree(self.root, ignore_errors=True)
@@ -218,14 +224,7 @@ class ServiceProcess:
     def stop(self) -> None:
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        stop_group(self.process, grace=20)
         self.process = None
 
     def restart(self) -> None:

@@ -111,8 +111,9 @@ def show_promotion(p: dict) -> None:
 def _number(value: float | None, percent: bool = False, sign: bool = False) -> str | None:
     if value is None:
         return None
-    text = f"{value * 100:+.2f}%" if percent else (f"{value:+.6g}" if sign else f"{value:.6g}")
-    return text
+    if percent:
+        return f"{value * 100:+.2f}%"
+    return f"{value:+.6g}" if sign else f"{value:.6g}"
 
 
 def show_comparison(c: dict) -> None:

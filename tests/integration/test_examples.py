@@ -176,28 +176,35 @@ def test_hyperparameter_search_registers_the_best_child(service):
     assert version["tags"]["search_run_id"] == result["search_run_id"]
 
 
-def test_ci_script_waits_for_approval_and_is_safe_to_retry(service, trained):
-    script = str(EXAMPLES / "ci_promote.sh")
-    env = {"CI_PIPELINE_ID": "p-17", "WAIT_TIMEOUT": "120"}
-    waiting = subprocess.Popen(
-        ["bash", script, MODEL, str(trained["version"]), "Staging"],
+def start_ci_script(service, version: int, stage: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["bash", str(EXAMPLES / "ci_promote.sh"), MODEL, str(version), stage],
         env=example_env(service, extra_env=env),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def opened_by(service, pipeline: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = call(service, "GET", "/promotions", params={"model": MODEL}).json()
+        for p in listed["promotions"]:
+            if p["reason"].startswith(f"CI pipeline {pipeline}:"):
+                return p
+        time.sleep(0.3)
+    raise AssertionError(f"no request from pipeline {pipeline}")
+
+
+def test_ci_script_waits_for_approval_and_is_safe_to_retry(service, trained):
+    script = str(EXAMPLES / "ci_promote.sh")
+    env = {"CI_PIPELINE_ID": "p-17", "WAIT_TIMEOUT": "120"}
+    waiting = start_ci_script(service, trained["version"], "Staging", env)
     try:
-        request = None
-        deadline = time.monotonic() + 60
-        while request is None and time.monotonic() < deadline:
-            listed = call(service, "GET", "/promotions", params={"model": MODEL}).json()
-            request = next(
-                (p for p in listed["promotions"] if p["reason"].startswith("CI pipeline p-17")),
-                None,
-            )
-            time.sleep(0.3)
-        assert request is not None and request["status"] == "pending"
+        request = opened_by(service, "p-17")
+        assert request["status"] == "pending"
         assert waiting.poll() is None  # still waiting for the approver
 
         approved = call(
@@ -248,30 +255,11 @@ def test_ci_script_exit_codes_for_timeout_and_rejection(service, trained):
     assert unreachable.returncode == 3
 
 
-def _opened_by(service, pipeline: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        listed = call(service, "GET", "/promotions", params={"model": MODEL}).json()
-        for p in listed["promotions"]:
-            if p["reason"].startswith(f"CI pipeline {pipeline}:"):
-                return p
-        time.sleep(0.3)
-    raise AssertionError(f"no request from pipeline {pipeline}")
-
-
 def test_ci_script_keeps_waiting_across_a_service_restart(service, trained):
-    script = str(EXAMPLES / "ci_promote.sh")
     env = {"CI_PIPELINE_ID": "p-19", "WAIT_TIMEOUT": "150"}
-    waiting = subprocess.Popen(
-        ["bash", script, MODEL, str(trained["version"]), "Production"],
-        env=example_env(service, extra_env=env),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    waiting = start_ci_script(service, trained["version"], "Production", env)
     try:
-        request = _opened_by(service, "p-19")
+        request = opened_by(service, "p-19")
         assert request["status"] == "pending"
         time.sleep(5)  # idle polls on a kept-alive connection, past gunicorn's 2 s default
         service["server"].stop()

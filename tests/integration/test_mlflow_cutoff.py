@@ -4,6 +4,7 @@ answer says "nothing changed" when something did."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlparse
 
 import pytest
@@ -16,6 +17,7 @@ from tests.conftest import get_services_of
 from tests.rig import FaultyProxy
 
 CTX = Context(actor="test-setup")
+NOW = timedelta(0)  # settle intents of any age
 
 
 @pytest.fixture
@@ -128,9 +130,9 @@ def test_write_with_mlflow_gone_afterwards_is_settled_by_the_sweep(
     assert mlflow_client.get_registered_model(model_name).name == model_name  # it did happen
 
     # While MLflow stays unreachable, the sweep leaves it pending.
-    assert services.models.settle_intents(CTX, older_than=_zero())["unknown"] >= 1
+    assert services.models.settle_intents(CTX, older_than=NOW)["unknown"] >= 1
     proxy.heal()
-    counts = services.models.settle_intents(CTX, older_than=_zero())
+    counts = services.models.settle_intents(CTX, older_than=NOW)
     assert counts["recorded"] >= 1
     [created] = events(services.db, model_name, "model.created")
     assert created.actor.startswith("requester-")  # the caller's, not the sweep's
@@ -148,12 +150,6 @@ def test_refused_write_changes_nothing_and_says_so(
     )
     assert response.status_code == 404
     assert intents(get_services_of(cut_app).db, model_name)[-1:] == [("model.created", "applied")]
-
-
-def _zero():
-    from datetime import timedelta
-
-    return timedelta(0)
 
 
 def test_registered_version_whose_answer_was_lost_keeps_its_lineage(
