@@ -171,6 +171,7 @@ def test_review_page_compares_with_the_champion_and_approves(
     page.locator("#approve").click()
     expect(page.locator("#status")).to_have_text("executed")
     expect(page.locator("#decision-result")).to_contain_text("now executed")
+    expect(comparison).to_contain_text("against champion v1")  # still there to read
     # It leaves the approver's list once executed.
     expect(page.locator(f'#requests li[data-request-id="{request_id}"]')).to_have_count(0)
 

@@ -227,12 +227,13 @@
       }
       buttons.forEach(function (b) { b.disabled = true; });
       call("POST", "/promotions/" + p.id + "/" + verb, text ? { comment: text } : {}).then(function (done) {
-        renderDetail(done, false);
-        var status = $("decision-result");
-        status.className = done.status === "executed" || done.status === "pending" ? "ok" : "error";
-        status.textContent = (verb === "approve" ? "Approved" : "Rejected") + ": the request is now " + done.status +
-          (done.last_error ? " (" + done.last_error + ")" : "") + ".";
-        loadList();
+        // Shown again as GET answers it, with the comparison the POST leaves out.
+        return Promise.all([openRequest(p.id), loadList()]).then(function () {
+          var status = $("decision-result");
+          status.className = done.status === "executed" || done.status === "pending" ? "ok" : "error";
+          status.textContent = (verb === "approve" ? "Approved" : "Rejected") + ": the request is now " +
+            done.status + (done.last_error ? " (" + done.last_error + ")" : "") + ".";
+        });
       }).catch(function (error) {
         buttons.forEach(function (b) { b.disabled = false; });
         message.className = "error";
