@@ -245,3 +245,22 @@ class MlflowIntentRow(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditVerificationRow(Base):
+    """A verification of the audit chain run in the background, polled by its id."""
+
+    __tablename__ = "audit_verifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    after_seq: Mapped[int] = mapped_column(BigInt, default=0)
+    after_hash: Mapped[str | None] = mapped_column(String(64))
+    head_seq: Mapped[int] = mapped_column(BigInt)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Touched while the job runs: a stale one means its process died.
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +24,8 @@ from registry_service.domain.paging import decode_position, encode_token
 from registry_service.services.context import Context
 
 GENESIS_HASH = "0" * 64
+# From this many events on, verification splits the chain across one process per core.
+PARALLEL_FROM = 200_000
 
 
 def to_json_value(value: Any) -> Any:
@@ -42,35 +47,54 @@ def _iso(ts: datetime) -> str:
     return ts.isoformat(timespec="microseconds")
 
 
+# One encoder for every hash: json.dumps would build a new one per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+# The columns an event's hash covers, in the order _fields takes them.
+HASHED_COLUMNS = (
+    "seq",
+    "occurred_at",
+    "actor",
+    "action",
+    "model_name",
+    "model_version",
+    "request_id",
+    "before",
+    "after",
+    "subject",
+)
+
+
 def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    canonical = json.dumps(
-        {**fields, "prev_hash": prev_hash},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    canonical = _CANONICAL.encode({**fields, "prev_hash": prev_hash})
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _fields(
+    seq, occurred_at, actor, action, model_name, model_version, request_id, before, after, subject
+) -> dict[str, Any]:
+    fields = {
+        "seq": seq,
+        "occurred_at": _iso(occurred_at),
+        "actor": actor,
+        "action": action,
+        "model_name": model_name,
+        "model_version": model_version,
+        "request_id": request_id,
+        "before": before,
+        "after": after,
+    }
+    # Added after the first events were written: only hashed when present, so
+    # older events keep verifying.
+    if subject is not None:
+        fields["subject"] = subject
+    return fields
 
 
 def hashed_fields(row: Any) -> dict[str, Any]:
     """The canonical content of an event: an ORM row or a plain result row."""
-    fields = {
-        "seq": row.seq,
-        "occurred_at": _iso(row.occurred_at),
-        "actor": row.actor,
-        "action": row.action,
-        "model_name": row.model_name,
-        "model_version": row.model_version,
-        "request_id": row.request_id,
-        "before": row.before,
-        "after": row.after,
-    }
-    # Added after the first events were written: only hashed when present, so
-    # older events keep verifying.
-    if row.subject is not None:
-        fields["subject"] = row.subject
-    return fields
+    return _fields(*(getattr(row, name) for name in HASHED_COLUMNS))
 
 
 def _entity(row: AuditEventRow) -> AuditEvent:
@@ -99,6 +123,80 @@ class AuditFilter:
     subject: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """One pass over events (after_seq, last_seq]: the first break, if any."""
+
+    broken: tuple[int, str] | None
+    checked: int
+    first_prev: str | None  # the prev_hash the first event carries
+    last_hash: str | None
+    next_seq: int
+
+
+def _walk_chain(
+    session: Session, after_seq: int, last_seq: int, expected_prev: str | None, batch_size: int
+) -> _Walk:
+    """Check every event in (after_seq, last_seq]: its place, its link and its hash.
+
+    ``expected_prev`` None takes the first event's link on trust: the caller checks it
+    against the range before (ranges verified in parallel)."""
+    table = AuditEventRow.__table__.c
+    # Plain tuples, streamed: this walks every event ever written, and per-row
+    # attribute access cost more than the hashing.
+    rows = session.execute(
+        select(table.prev_hash, table.hash, *(table[c] for c in HASHED_COLUMNS))
+        .where(table.seq > after_seq, table.seq <= last_seq)
+        .order_by(table.seq)
+        .execution_options(yield_per=batch_size)
+    )
+    expected_seq, checked, first_prev, last_hash = after_seq + 1, 0, None, None
+    for prev_hash, digest, *content in rows:
+        seq = content[0]
+        checked += 1
+        if first_prev is None:
+            first_prev = prev_hash
+            expected_prev = prev_hash if expected_prev is None else expected_prev
+        broken = None
+        if seq != expected_seq:
+            broken = (expected_seq, f"event {expected_seq} is missing")
+        elif prev_hash != expected_prev:
+            broken = (seq, "prev_hash does not match the previous event's hash")
+        elif event_hash(prev_hash, _fields(*content)) != digest:
+            broken = (seq, "the event's content no longer matches its hash")
+        if broken:
+            return _Walk(broken, checked, first_prev, None, seq)
+        expected_prev, last_hash, expected_seq = digest, digest, seq + 1
+    return _Walk(None, checked, first_prev, last_hash, expected_seq)
+
+
+def _walk_range(url: str, after_seq: int, last_seq: int, batch_size: int) -> _Walk:
+    """A worker process's share of a parallel verification, on its own connection."""
+    db = Database(url)
+    try:
+        with db.read() as session:
+            return _walk_chain(session, after_seq, last_seq, None, batch_size)
+    finally:
+        db.dispose()
+
+
+def _stitch(walks: list[_Walk], starts: list[int], expected_prev: str) -> _Walk:
+    """Join consecutive ranges: each must start where the one before ended."""
+    checked = 0
+    for walk, start, end in zip(walks, starts, [*starts[1:], None], strict=True):
+        checked += walk.checked
+        if walk.first_prev is not None and walk.first_prev != expected_prev:
+            broken = (start + 1, "prev_hash does not match the previous event's hash")
+            return _Walk(broken, checked, None, None, start + 1)
+        if walk.broken is not None:
+            return _Walk(walk.broken, checked, None, None, walk.next_seq)
+        if end is not None and walk.next_seq != end + 1:
+            broken = (walk.next_seq, f"event {walk.next_seq} is missing")
+            return _Walk(broken, checked, None, None, walk.next_seq)
+        expected_prev = walk.last_hash or expected_prev
+    return _Walk(None, checked, None, expected_prev, walks[-1].next_seq)
 
 
 class AuditLog:
@@ -201,13 +299,39 @@ class AuditLog:
         with self.db.read() as session:
             return [_entity(r) for r in session.execute(stmt).scalars()]
 
+    def _walk_parallel(
+        self, after_seq: int, head_seq: int, expected_prev: str, workers: int, batch_size: int
+    ) -> _Walk:
+        step = -(-(head_seq - after_seq) // workers)
+        starts = [after_seq + step * i for i in range(workers) if after_seq + step * i < head_seq]
+        ends = [*starts[1:], head_seq]
+        # Spawned, not forked: the caller may be a threaded server process.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=len(starts), mp_context=context) as pool:
+            walks = list(
+                pool.map(
+                    _walk_range,
+                    [self.db.url] * len(starts),
+                    starts,
+                    ends,
+                    [batch_size] * len(starts),
+                )
+            )
+        return _stitch(walks, starts, expected_prev)
+
     def verify(
-        self, after_seq: int = 0, after_hash: str | None = None, batch_size: int = 5000
+        self,
+        after_seq: int = 0,
+        after_hash: str | None = None,
+        batch_size: int = 5000,
+        workers: int | None = None,
     ) -> ChainVerification:
         """Recompute the chain: every hash, every link, and the head.
 
         From genesis by default; from a checkpoint (a head exported earlier) when
         ``after_seq`` and ``after_hash`` are given, which costs only the newer events.
+        Long chains are split across ``workers`` processes (default: one per core from
+        PARALLEL_FROM events on), each hashing its own range.
         """
         started = time.perf_counter()
         expected_prev, expected_seq, checked = GENESIS_HASH, after_seq + 1, 0
@@ -223,31 +347,17 @@ class AuditLog:
                     broken = (after_seq, "the checkpoint event's hash differs from the export")
                 else:
                     expected_prev = anchor.hash
-            last_seq = after_seq
-            while broken is None:
-                # Plain rows, not ORM objects: this walks every event ever written.
-                rows = list(
-                    session.execute(
-                        select(*AuditEventRow.__table__.c)
-                        .where(AuditEventRow.seq > last_seq, AuditEventRow.seq <= head_seq)
-                        .order_by(AuditEventRow.seq)
-                        .limit(batch_size)
-                    )
-                )
-                if not rows:
-                    break
-                for row in rows:
-                    checked += 1
-                    if row.seq != expected_seq:
-                        broken = (expected_seq, f"event {expected_seq} is missing")
-                    elif row.prev_hash != expected_prev:
-                        broken = (row.seq, "prev_hash does not match the previous event's hash")
-                    elif event_hash(row.prev_hash, hashed_fields(row)) != row.hash:
-                        broken = (row.seq, "the event's content no longer matches its hash")
-                    if broken:
-                        break
-                    expected_prev, expected_seq = row.hash, row.seq + 1
-                last_seq = rows[-1].seq
+        total = head_seq - after_seq
+        if workers is None:
+            workers = (os.cpu_count() or 1) if total >= PARALLEL_FROM else 1
+        if broken is None and workers > 1 and total >= workers:
+            walk = self._walk_parallel(after_seq, head_seq, expected_prev, workers, batch_size)
+        elif broken is None:
+            with self.db.read() as session:
+                walk = _walk_chain(session, after_seq, head_seq, expected_prev, batch_size)
+        if broken is None:
+            broken, checked = walk.broken, walk.checked
+            expected_prev, expected_seq = walk.last_hash or expected_prev, walk.next_seq
         if broken is None and (expected_seq - 1 != head_seq or expected_prev != head_hash):
             broken = (expected_seq, "the chain ends before the recorded head")
         return ChainVerification(

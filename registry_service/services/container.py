@@ -19,6 +19,7 @@ from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService
 from registry_service.services.promotions import PromotionService
 from registry_service.services.tokens import TokenService
+from registry_service.services.verification import VerificationJobs
 
 EXTENSION_KEY = "registry_service"
 
@@ -37,6 +38,7 @@ class Services:
     evaluation: EvaluationService
     experiments: ExperimentService
     idempotency: IdempotencyKeys
+    verifications: VerificationJobs
 
     def close(self) -> None:
         self.db.dispose()
@@ -72,6 +74,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
         history=history,
         evaluation=EvaluationService(gateway, audit, policies, models, promotions),
         idempotency=IdempotencyKeys(db),
+        verifications=VerificationJobs(db, audit),
         experiments=ExperimentService(gateway),
     )
 

@@ -1,7 +1,11 @@
 """GET /api/v1/audit: filters, cursor paging, head."""
 
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
+
+from registry_service.db.base import utcnow
+from registry_service.db.models import AuditVerificationRow
 
 
 def create(client, auth, name, role="requester"):
@@ -105,3 +109,47 @@ def test_verify_from_an_exported_checkpoint(client, auth):
     assert forged["ok"] is False and forged["first_broken_seq"] == head["seq"]
     half = client.get("/api/v1/audit/verify", headers=auth(), query_string={"after_seq": 1})
     assert half.status_code == 422
+
+
+def _poll(client, auth, location, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(location, headers=auth()).json
+        if job["status"] != "running":
+            return job
+        time.sleep(0.1)
+    raise AssertionError("the verification never finished")
+
+
+def test_background_verification_runs_and_keeps_its_result(client, auth, identities):
+    started = client.post("/api/v1/audit/verifications", headers=auth(), json={})
+    assert started.status_code == 202, started.json
+    assert started.json["status"] in ("running", "done")
+    assert started.json["requested_by"] == identities["viewer"]["name"]
+    location = started.headers["Location"]
+    job = _poll(client, auth, location)
+    assert job["status"] == "done", job
+    assert job["result"]["ok"] is True
+    assert job["result"]["events_checked"] == job["events_to_check"] == job["head_seq"]
+    assert job["finished_at"] and job["elapsed_seconds"] >= 0
+    again = client.get(location, headers=auth()).json  # the result is kept
+    assert again["result"] == job["result"]
+
+
+def test_a_job_whose_process_died_reads_as_interrupted(client, auth, db):
+    with db.transaction() as session:
+        row = AuditVerificationRow(
+            requested_by="gone",
+            after_seq=0,
+            head_seq=10,
+            status="running",
+            started_at=utcnow() - timedelta(minutes=10),
+            heartbeat_at=utcnow() - timedelta(minutes=5),
+        )
+        session.add(row)
+        session.flush()
+        job_id = row.id
+    job = client.get(f"/api/v1/audit/verifications/{job_id}", headers=auth()).json
+    assert job["status"] == "interrupted" and job["result"] is None
+    missing = client.get("/api/v1/audit/verifications/999999", headers=auth())
+    assert missing.status_code == 404 and missing.json["code"] == "verification-not-found"

@@ -86,3 +86,37 @@ def test_verify_reports_the_first_altered_event(db, audit, ctx):
         conn.execute(text("UPDATE audit_events SET subject = 'promotion:9' WHERE seq = 2"))
     result = audit.verify(batch_size=3)
     assert (result.ok, result.first_broken_seq, result.events_checked) == (False, 2, 2)
+
+
+def _chain(audit, ctx, n):
+    for i in range(n):
+        audit.record(ctx, "model.updated", model_name="m", after={"i": i})
+
+
+def test_parallel_verification_agrees_with_the_serial_walk(db, audit, ctx):
+    _chain(audit, ctx, 9)
+    serial, parallel = audit.verify(workers=1), audit.verify(workers=3)
+    assert serial.ok and parallel.ok
+    assert parallel.events_checked == serial.events_checked == 9
+    fourth = next(e for e in audit.list(AuditFilter(), 9, None).items if e.seq == 4)
+    resumed = audit.verify(after_seq=4, after_hash=fourth.hash, workers=2)
+    assert resumed.ok and resumed.events_checked == 5
+
+
+def test_parallel_verification_finds_breaks_inside_and_between_ranges(db, audit, ctx):
+    _chain(audit, ctx, 9)
+    with db.engine.begin() as conn:  # inside the third range (events 7-9)
+        conn.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE seq = 8"))
+    result = audit.verify(workers=3)
+    assert (result.ok, result.first_broken_seq) == (False, 8)
+    assert "content" in result.problem
+    with db.engine.begin() as conn:  # the first event of the second range
+        conn.execute(text("UPDATE audit_events SET prev_hash = hash WHERE seq = 4"))
+    result = audit.verify(workers=3)
+    assert (result.ok, result.first_broken_seq) == (False, 4)
+    assert "prev_hash" in result.problem
+    with db.engine.begin() as conn:  # the last event of the first range
+        conn.execute(text("DELETE FROM audit_events WHERE seq = 3"))
+    result = audit.verify(workers=3)
+    assert (result.ok, result.first_broken_seq) == (False, 3)
+    assert "missing" in result.problem

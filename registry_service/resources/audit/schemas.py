@@ -83,3 +83,25 @@ class AuditVerificationSchema(Schema):
     )
     problem = ma.fields.String(allow_none=True)
     seconds = ma.fields.Float(metadata={"description": "Time the walk took"})
+
+
+class VerificationStartSchema(AuditVerifyArgsSchema):
+    example = {"after_seq": 0}
+
+
+class VerificationJobSchema(Schema):
+    id = Integer()
+    status = ma.fields.String(metadata={"enum": ["running", "done", "failed", "interrupted"]})
+    requested_by = ma.fields.String()
+    after_seq = Integer()
+    head_seq = Integer(metadata={"description": "The head when the job started"})
+    events_to_check = Integer()
+    started_at = ma.fields.AwareDateTime()
+    finished_at = ma.fields.AwareDateTime(allow_none=True)
+    elapsed_seconds = ma.fields.Float()
+    result = ma.fields.Nested(
+        AuditVerificationSchema,
+        allow_none=True,
+        metadata={"description": "Once done: what GET /audit/verify would have answered"},
+    )
+    error = ma.fields.String(allow_none=True, metadata={"description": "Why a job failed"})
