@@ -173,10 +173,16 @@ def main() -> None:
                 f"p95 {percentile(samples, 95):6.2f} ms"
             )
 
+        serial = log.verify(workers=1)
+        print(
+            f"verify, one process: ok={serial.ok} events={serial.events_checked:,} in "
+            f"{serial.seconds:.1f} s ({serial.events_checked / serial.seconds:,.0f} events/s)"
+        )
         result = log.verify()
         print(
             f"verify: ok={result.ok} events={result.events_checked:,} in {result.seconds:.1f} s "
-            f"({result.events_checked / result.seconds:,.0f} events/s)"
+            f"({result.events_checked / result.seconds:,.0f} events/s, "
+            f"{serial.seconds / result.seconds:.2f}x one process)"
         )
 
         checkpoint = (result.head_seq, result.head_hash)
