@@ -86,6 +86,19 @@ class Postgres:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> bool:
+    """Until ``url``/health answers 200; False if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def stop_group(process: subprocess.Popen, grace: float) -> None:
     """SIGTERM a server's process group, then SIGKILL what is left after ``grace``."""
     try:
@@ -148,18 +161,11 @@ class MlflowServer:
             cwd=root,
         )
         server = cls(process, f"http://127.0.0.1:{port}", root)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()}")
-            try:
-                if requests.get(server.uri + "/health", timeout=1).status_code == 200:
-                    return server
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
+        if wait_healthy(server.uri, process, timeout):
+            return server
+        log_text = (root / "server.log").read_text()
         server.stop()
-        raise RuntimeError("mlflow server did not become healthy in time")
+        raise RuntimeError(f"mlflow server did not become healthy:\n{log_text[-4000:]}")
 
     def stop(self) -> None:
         """Stop the whole process group: the server spawns workers of its own."""
@@ -208,16 +214,8 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited:\n{self.log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
+        if wait_healthy(self.url, self.process, timeout):
+            return self
         self.stop()
         raise RuntimeError(f"service did not start:\n{self.log_path.read_text()[-4000:]}")
 
