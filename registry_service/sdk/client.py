@@ -116,8 +116,22 @@ class RegistryClient:
     def audit(self, model: str | None = None, limit: int = 20) -> list[dict]:
         return self.call("GET", "/audit", params={"model": model, "max_results": limit})["events"]
 
-    def verify(self) -> dict:
-        return self.call("GET", "/audit/verify")
+    def verify(self, interval: float = 1.0) -> dict:
+        """Verify the whole chain as a background job and wait for its result: a long
+        chain takes longer than one request may last."""
+        job = self.call("POST", "/audit/verifications", json={})
+        while job["status"] == "running":
+            time.sleep(interval)
+            job = self.call("GET", f"/audit/verifications/{job['id']}")
+        if job["status"] != "done":
+            raise ApiProblem(
+                500,
+                {
+                    "code": f"verification-{job['status']}",
+                    "detail": job.get("error") or "the process running it stopped",
+                },
+            )
+        return job["result"]
 
     def experiments(self, prefix: str | None = None, limit: int = 100) -> list[dict]:
         return self.call(
