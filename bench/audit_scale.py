@@ -30,6 +30,7 @@ from registry_service.db.database import Database  # noqa: E402
 from registry_service.db.migrate import upgrade  # noqa: E402
 from registry_service.services.audit import (  # noqa: E402
     GENESIS_HASH,
+    HASHED_COLUMNS,
     AuditFilter,
     AuditLog,
     event_hash,
@@ -38,20 +39,8 @@ from registry_service.services.context import Context  # noqa: E402
 from tests.rig import Postgres, create_database  # noqa: E402
 
 ACTIONS = ["version.updated", "promotion.approved", "promotion.requested", "model.updated"]
-COLUMNS = (
-    "seq",
-    "occurred_at",
-    "actor",
-    "action",
-    "model_name",
-    "model_version",
-    "request_id",
-    "subject",
-    "before",
-    "after",
-    "prev_hash",
-    "hash",
-)
+COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
+JSON_COLUMNS = ("before", "after")
 
 
 def copy_text(value) -> str:
@@ -84,17 +73,14 @@ def load(db: Database, n: int) -> tuple[datetime, datetime]:
                 "subject": f"promotion:{seq // 6}",
             }
             digest = event_hash(prev, fields)
+            # JSON columns as text; a None stays SQL NULL.
             row = [
-                seq,
-                fields["occurred_at"],
-                fields["actor"],
-                fields["action"],
-                model,
-                fields["model_version"],
-                fields["request_id"],
-                fields["subject"],
-                None,
-                json.dumps(fields["after"]),
+                *(
+                    json.dumps(fields[c])
+                    if c in JSON_COLUMNS and fields[c] is not None
+                    else fields[c]
+                    for c in HASHED_COLUMNS
+                ),
                 prev,
                 digest,
             ]

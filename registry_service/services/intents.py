@@ -132,8 +132,3 @@ class IntentLog:
                 .limit(limit)
             ).scalars()
             return [_to_intent(row) for row in rows]
-
-    def get(self, intent_id: int) -> Intent | None:
-        with self.db.read() as session:
-            row = session.get(MlflowIntentRow, intent_id)
-            return _to_intent(row) if row else None

@@ -306,7 +306,9 @@ class ModelService:
         what the caller should answer instead.
         """
         try:
-            observed = self._observe(subject)
+            status, event, snapshot = self._settle_from_mlflow(
+                ctx, intent_id, action, subject, exc.detail
+            )
         except RegistryError:
             raise OutcomeUnknown(
                 f"MLflow did not confirm {action} ({exc.detail}), and could not be read "
@@ -314,15 +316,8 @@ class ModelService:
                 "the sweep settles it from what MLflow holds",
                 intent_id=intent_id,
             ) from exc
-        snapshot = observed.snapshot() if observed is not None else None
-        if snapshot == subject.before:
-            self.intents.settle_now(intent_id, FAILED, exc.detail)
+        if status != RECONCILED:
             return
-        with self.db.transaction() as session:
-            if not self.intents.claim(session, intent_id):
-                return
-            event = self._record_observed(session, ctx, intent_id, action, subject, observed)
-            self.intents.settle(session, intent_id, RECONCILED, exc.detail)
         applied = "full" if subject.fully_applied(snapshot) else "partial"
         raise AppliedDespiteError(
             f"MLflow answered {exc.title.lower()} ({exc.detail}), yet {action} is "
@@ -331,6 +326,25 @@ class ModelService:
             applied=applied,
             audit_seq=event.seq,
         ) from exc
+
+    def _settle_from_mlflow(
+        self, ctx: Context, intent_id: int, action: str, subject: Subject, detail: str
+    ) -> tuple[str, Any, dict[str, Any] | None]:
+        """Settle an intent from what MLflow holds: unchanged, it failed; changed, the
+        change is recorded. Returns the intent's status (or ``settled`` when its request
+        or the sweep got there first), the recorded event, and the observed snapshot;
+        raises when MLflow cannot be read."""
+        observed = self._observe(subject)
+        snapshot = observed.snapshot() if observed is not None else None
+        with self.db.transaction() as session:
+            if not self.intents.claim(session, intent_id):
+                return "settled", None, snapshot
+            if snapshot == subject.before:
+                self.intents.settle(session, intent_id, FAILED, detail)
+                return FAILED, None, snapshot
+            event = self._record_observed(session, ctx, intent_id, action, subject, observed)
+            self.intents.settle(session, intent_id, RECONCILED, detail)
+            return RECONCILED, event, snapshot
 
     def _observe(self, subject: Subject) -> RegisteredModel | ModelVersion | None:
         """The subject as MLflow holds it now; None when it does not exist."""
@@ -386,24 +400,20 @@ class ModelService:
         counts = {"recorded": 0, "failed": 0, "unknown": 0}
         for intent in self.intents.pending(utcnow() - older_than):
             try:
-                observed = self._observe(intent.subject)
+                status, _, _ = self._settle_from_mlflow(
+                    Context(intent.actor, intent.request_id),
+                    intent.id,
+                    intent.action,
+                    intent.subject,
+                    "settled by the sweep from what MLflow holds",
+                )
             except RegistryError:
                 counts["unknown"] += 1
                 continue
-            snapshot = observed.snapshot() if observed is not None else None
-            with self.db.transaction() as session:
-                if not self.intents.claim(session, intent.id):
-                    continue
-                if snapshot == intent.subject.before:
-                    self.intents.settle(session, intent.id, FAILED, "not found in MLflow")
-                    counts["failed"] += 1
-                    continue
-                actor = Context(intent.actor, intent.request_id)
-                self._record_observed(
-                    session, actor, intent.id, intent.action, intent.subject, observed
-                )
-                self.intents.settle(session, intent.id, RECONCILED, "found in MLflow")
+            if status == RECONCILED:
                 counts["recorded"] += 1
+            elif status == FAILED:
+                counts["failed"] += 1
         return counts
 
     # -- registered models
