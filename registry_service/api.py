@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PROBLEM_MIMETYPE = "application/problem+json"
 BEARER = "bearerAuth"
+PREDICTOR_ONLY = frozenset({Role.PREDICTOR.value})
 
 
 class Schema(ma.Schema):
@@ -225,13 +226,22 @@ class Blueprint(flask_smorest.Blueprint):
             kwargs.setdefault("unknown", ma.RAISE)
         return super().arguments(schema, *args, **kwargs)
 
-    def requires(self, role: Role | None = None) -> Callable:
-        """Document bearer auth on a view and, with ``role``, enforce it first."""
+    def requires(self, role: Role | None = None, *, predictor: bool = False) -> Callable:
+        """Document bearer auth on a view and, with ``role``, enforce it first.
+
+        Tokens holding only the predictor role reach views marked ``predictor``.
+        """
 
         def decorator(func):
             @wraps(func)
             def wrapper(*args, **kwargs):
                 principal = g.principal
+                if not predictor and principal.roles == PREDICTOR_ONLY:
+                    raise PermissionDenied(
+                        f"{principal.name!r} holds only the 'predictor' role, which may "
+                        "only ask for predictions",
+                        required_role=(role or Role.VIEWER).value,
+                    )
                 if role is not None and not principal.has_role(role):
                     raise PermissionDenied(
                         f"{principal.name!r} lacks the {role.value!r} role this needs",

@@ -55,9 +55,10 @@ def create_app(
     register_services(app, settings, gateway)
     register_request_hooks(app)
     api = register_api(app)
-    register_blueprints(api)
+    register_blueprints(api, serving_only=settings.serving_only)
     register_error_handlers(app)
-    register_pages(app)
+    if not settings.serving_only:
+        register_pages(app)
     return app
 
 
@@ -95,7 +96,7 @@ def register_api(app: Flask) -> Api:
     return api
 
 
-def register_blueprints(api: Api) -> None:
+def register_blueprints(api: Api, serving_only: bool = False) -> None:
     from registry_service.resources.audit.routes import blp as audit_blp
     from registry_service.resources.auth.routes import blp as auth_blp
     from registry_service.resources.experiments.routes import blp as experiments_blp
@@ -105,20 +106,24 @@ def register_blueprints(api: Api) -> None:
     from registry_service.resources.policies.routes import blp as policies_blp
     from registry_service.resources.promotions.routes import blp as promotions_blp
     from registry_service.resources.runs.routes import blp as runs_blp
+    from registry_service.serving.resources.deployments.routes import blp as deployments_blp
+    from registry_service.serving.resources.inference.routes import blp as inference_blp
+    from registry_service.serving.resources.inference.routes import (
+        health_blp as inference_health_blp,
+    )
+    from registry_service.serving.resources.predictions.routes import blp as predictions_blp
+    from registry_service.serving.resources.status.routes import blp as status_blp
 
+    governance = (promotions_blp, models_blp, lifecycle_blp, policies_blp)
+    serving = (predictions_blp, deployments_blp, status_blp)
+    records = (audit_blp, experiments_blp, runs_blp, auth_blp)
     # Registration order is the order of Swagger UI's sections: an approver's first.
-    for blp in (
-        promotions_blp,
-        models_blp,
-        lifecycle_blp,
-        policies_blp,
-        audit_blp,
-        experiments_blp,
-        runs_blp,
-        auth_blp,
-    ):
+    # Serving-only processes (scaled out for inference) carry the serving layer alone.
+    versioned = serving if serving_only else governance + serving + records
+    for blp in versioned:
         api.register_blueprint(blp, url_prefix="/api/v1" + (blp.url_prefix or ""))
-    api.register_blueprint(health_blp)
+    for blp in (inference_blp, inference_health_blp, health_blp):
+        api.register_blueprint(blp)
 
 
 def register_error_handlers(app: Flask) -> None:

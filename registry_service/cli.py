@@ -169,8 +169,8 @@ def promotions() -> None:
 @promotions.command("sweep")
 def promotions_sweep() -> None:
     """Expire overdue requests, execute approved ones whose execution stalled, settle
-    MLflow writes whose outcome was never confirmed, and forget idempotency keys past
-    their retention (cron)."""
+    MLflow writes whose outcome was never confirmed, and forget idempotency keys and
+    logged predictions past their retention (cron)."""
     from registry_service.services.container import build_services
 
     settings = _settings()
@@ -178,6 +178,7 @@ def promotions_sweep() -> None:
     try:
         # First: it needs only the database, so an MLflow outage cannot hold it up.
         purged = services.idempotency.purge(timedelta(hours=settings.idempotency_retention_hours))
+        predictions = services.serving.purge(timedelta(days=settings.prediction_retention_days))
         counts = services.promotions.sweep(_ctx())
         intents = services.models.settle_intents(_ctx())
     except RegistryError as exc:
@@ -187,7 +188,8 @@ def promotions_sweep() -> None:
     click.echo(
         f"{counts['expired']} expired, {counts['executed_stalled']} stalled executed, "
         f"{intents['recorded']} unconfirmed MLflow writes recorded, {intents['failed']} found "
-        f"not applied, {intents['unknown']} still unknown, {purged} idempotency keys purged"
+        f"not applied, {intents['unknown']} still unknown, {purged} idempotency keys purged, "
+        f"{predictions} logged predictions past retention purged"
     )
 
 
@@ -205,11 +207,25 @@ def promotions_sweep() -> None:
     show_default="KEEPALIVE, 75",
     help="Seconds an idle kept-alive connection stays open.",
 )
-def serve(host: str, port: int, workers: int, threads: int, keepalive: int) -> None:
+@click.option(
+    "--serving-only",
+    is_flag=True,
+    default=lambda: os.environ.get("REGISTRY_SERVING_ONLY", "").lower() in ("1", "true", "yes"),
+    help="Serve predictions and deployments only: replicas that scale out inference "
+    "behind a load balancer, sharing the database.",
+)
+def serve(
+    host: str, port: int, workers: int, threads: int, keepalive: int, serving_only: bool
+) -> None:
     """Serve the API under gunicorn."""
+    import atexit
+
     from gunicorn.app.base import BaseApplication
 
     from registry_service.app import create_app
+    from registry_service.services.container import EXTENSION_KEY
+
+    settings = _settings().with_overrides(serving_only=serving_only)
 
     class _Server(BaseApplication):
         def load_config(self):
@@ -222,13 +238,20 @@ def serve(host: str, port: int, workers: int, threads: int, keepalive: int) -> N
             self.cfg.set("keepalive", keepalive)
 
         def load(self):
-            return create_app()
+            # Runs in each worker: preloaded deployments load before it takes requests.
+            app = create_app(settings)
+            serving = app.extensions[EXTENSION_KEY].serving
+            serving.start()
+            atexit.register(serving.stop)
+            return app
 
     shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
     base = f"http://{shown}:{port}"
     click.echo(f"registry-service on {base}")
     click.echo(f"  Swagger UI:  {base}/api/docs")
-    click.echo(f"  review page: {base}/review  (approvers)")
+    if not serving_only:
+        click.echo(f"  review page: {base}/review  (approvers)")
+    click.echo(f"  predict:     POST {base}/api/v1/models/<name>/predict")
     _Server().run()
 
 

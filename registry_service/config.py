@@ -46,6 +46,13 @@ def _float(env: dict[str, str], key: str, default: float) -> float:
         raise ValueError(f"{key} must be a number, got {raw!r}") from exc
 
 
+def _flag(env: dict[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    return raw.lower() not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -60,6 +67,14 @@ class Settings:
     max_page_size: int = 500
     idempotency_retention_hours: int = 168
     max_body_bytes: int = 1024 * 1024
+    # Serving: model cache bounds, how often processes look for moves, the prediction log.
+    serving_only: bool = False
+    serving_cache_models: int = 8
+    serving_cache_bytes: int = 2 * 1024**3
+    serving_poll_seconds: float = 0.5
+    prediction_log_queue: int = 10_000
+    prediction_log_field_bytes: int = 16 * 1024
+    prediction_retention_days: int = 30
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -81,8 +96,7 @@ class Settings:
             artifact_root=env.get("REGISTRY_ARTIFACT_ROOT") or str(data_dir / "artifacts"),
             mlflow_timeout=_float(env, "REGISTRY_MLFLOW_TIMEOUT", 10.0),
             mlflow_max_retries=_int(env, "REGISTRY_MLFLOW_MAX_RETRIES", 2),
-            mlflow_quickack=env.get("REGISTRY_MLFLOW_QUICKACK", "1").lower()
-            not in ("0", "false", "no", "off"),
+            mlflow_quickack=_flag(env, "REGISTRY_MLFLOW_QUICKACK", True),
             default_page_size=_int(env, "REGISTRY_DEFAULT_PAGE_SIZE", 50),
             max_page_size=_int(env, "REGISTRY_MAX_PAGE_SIZE", 500),
             # At most ten years: longer would overflow date arithmetic.
@@ -91,6 +105,19 @@ class Settings:
             ),
             max_body_bytes=_bounded(
                 env, "REGISTRY_MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024
+            ),
+            serving_only=_flag(env, "REGISTRY_SERVING_ONLY", False),
+            serving_cache_models=_bounded(env, "REGISTRY_SERVING_CACHE_MODELS", 8, 1, 1000),
+            serving_cache_bytes=_bounded(
+                env, "REGISTRY_SERVING_CACHE_BYTES", 2 * 1024**3, 1024**2, 1024**4
+            ),
+            serving_poll_seconds=_float(env, "REGISTRY_SERVING_POLL_SECONDS", 0.5),
+            prediction_log_queue=_bounded(env, "REGISTRY_PREDICTION_LOG_QUEUE", 10_000, 1, 10**7),
+            prediction_log_field_bytes=_bounded(
+                env, "REGISTRY_PREDICTION_LOG_FIELD_BYTES", 16 * 1024, 0, 1024**2
+            ),
+            prediction_retention_days=_bounded(
+                env, "REGISTRY_PREDICTION_RETENTION_DAYS", 30, 1, 3650
             ),
         )
 

@@ -139,6 +139,23 @@ class IdempotencyKeyReused(ValidationError):
     title = "Idempotency-Key was used with a different request"
 
 
+class PreconditionFailed(RegistryError):
+    code = "precondition-failed"
+    title = "The resource changed since it was read"
+
+
+class PreconditionRequired(RegistryError):
+    code = "precondition-required"
+    title = "Send If-Match with the ETag you read"
+
+
+class ServingUnavailable(RegistryError):
+    """Neither the holder nor its fallback can answer a prediction."""
+
+    code = "model-unavailable"
+    title = "No model version can answer"
+
+
 class UpstreamError(RegistryError):
     """MLflow answered with something we cannot interpret."""
 
@@ -187,6 +204,9 @@ STATUS_BY_ERROR: dict[type[RegistryError], int] = {
     PermissionDenied: 403,
     NotFound: 404,
     Conflict: 409,
+    PreconditionFailed: 412,
+    PreconditionRequired: 428,
+    ServingUnavailable: 503,
     UpstreamError: 502,
     UpstreamUnavailable: 503,
     ServiceUnavailable: 503,

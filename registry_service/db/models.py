@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -264,3 +265,78 @@ class AuditVerificationRow(Base):
     # Touched while the job runs: a stale one means its process died.
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ModelChangeRow(Base):
+    """Per model, the audit sequence number of the last change to what it serves.
+
+    Serving processes poll ``generation > last seen`` to follow moves made anywhere.
+    """
+
+    __tablename__ = "model_changes"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInt, index=True)
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The ETag: bumped on every change, checked against If-Match.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class PredictionRow(Base):
+    """One answered (or failed) prediction, written in batches off the request path."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        Index("ix_predictions_model_name_model_version_created_at", "model_name",
+              "model_version", "created_at"),
+        Index("ix_predictions_created_at", "created_at"),
+        Index("ix_predictions_request_id", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    variant: Mapped[str | None] = mapped_column(String(64))
+    subject_hash: Mapped[str | None] = mapped_column(String(32))
+    principal: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    inputs: Mapped[Any | None] = mapped_column(JSON)
+    outputs: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PredictionFeedbackRow(Base):
+    """Ground truth for a prediction, joined to it by request id."""
+
+    __tablename__ = "prediction_feedback"
+    __table_args__ = (
+        Index("ix_prediction_feedback_model_name_received_at", "model_name", "received_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    actual: Mapped[Any] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    received_by: Mapped[str] = mapped_column(String(128))
+
+
+class ServingFallbackMarkRow(Base):
+    """At most one ``serving.fallback`` audit event per model, version and minute."""
+
+    __tablename__ = "serving_fallback_marks"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)

@@ -29,6 +29,8 @@ class Role(enum.StrEnum):
     REQUESTER = "requester"
     APPROVER = "approver"
     ADMIN = "admin"
+    # Service accounts that may predict and nothing else.
+    PREDICTOR = "predictor"
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,13 @@ class RegistryGateway(ABC):
     @abstractmethod
     def get_version_by_alias(self, name: str, alias: str) -> ModelVersion: ...
 
+    @abstractmethod
+    def versions_in_stage(self, name: str, stage: Stage) -> list[int]: ...
+
+    @abstractmethod
+    def download_model_version(self, name: str, version: int, dst_dir: str) -> str:
+        """Copy a version's model artifacts into ``dst_dir``; return the model folder."""
+
     # -- tracking
     @abstractmethod
     def get_run(self, run_id: str) -> Run: ...

@@ -336,7 +336,7 @@ class MlflowGateway(RegistryGateway):
         with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
             self.client.delete_model_version(name, str(version))
 
-    def _versions_in_stage(self, name: str, stage: Stage) -> list[int]:
+    def versions_in_stage(self, name: str, stage: Stage) -> list[int]:
         held, token = [], None
         while True:
             page = self.search_model_versions(name, 1000, token)
@@ -347,7 +347,7 @@ class MlflowGateway(RegistryGateway):
 
     def transition_stage(self, name, version, stage, archive_existing):
         archive = archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION)
-        before = self._versions_in_stage(name, stage) if archive else []
+        before = self.versions_in_stage(name, stage) if archive else []
         with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
             mv = self.client.transition_model_version_stage(
                 name, str(version), stage.value, archive_existing_versions=archive
@@ -386,6 +386,14 @@ class MlflowGateway(RegistryGateway):
             raise
 
     # -- tracking
+    def download_model_version(self, name, version, dst_dir):
+        what = f"version {version} of model {name!r}"
+        with self._translate(errors.VersionNotFound, what):
+            uri = self.client.get_model_version_download_uri(name, str(version))
+            return mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=dst_dir, tracking_uri=self.tracking_uri
+            )
+
     def get_run(self, run_id):
         with self._translate(errors.RunNotFound, f"run {run_id!r}"):
             return self._run(self.client.get_run(run_id))

@@ -18,12 +18,26 @@ from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
 from registry_service.db.database import Database
-from registry_service.db.models import AuditChainHeadRow, AuditEventRow
+from registry_service.db.models import AuditChainHeadRow, AuditEventRow, ModelChangeRow
 from registry_service.domain.entities import AuditEvent, Page
 from registry_service.domain.paging import decode_position, encode_token
 from registry_service.services.context import Context
 
 GENESIS_HASH = "0" * 64
+# Events that change which version a model serves, or how: serving processes follow
+# them through ``model_changes``, written in the same transaction as the event.
+SERVING_CHANGES = frozenset(
+    {
+        "version.stage_changed",
+        "alias.set",
+        "alias.deleted",
+        "version.deleted",
+        "model.deleted",
+        "deployment.updated",
+        "deployment.deleted",
+        "serving.reload",
+    }
+)
 # From this many events on, verification splits the chain across one process per core.
 PARALLEL_FROM = 200_000
 
@@ -241,6 +255,13 @@ class AuditLog:
         row.hash = event_hash(head.hash, hashed_fields(row))
         head.seq, head.hash = row.seq, row.hash
         session.add(row)
+        if model_name is not None and action in SERVING_CHANGES:
+            # The chain head lock above serialises appends, so read-then-write is safe.
+            change = session.get(ModelChangeRow, model_name)
+            if change is None:
+                session.add(ModelChangeRow(model_name=model_name, generation=row.seq))
+            else:
+                change.generation = row.seq
         session.flush()
         return _entity(row)
 

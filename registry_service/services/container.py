@@ -20,6 +20,9 @@ from registry_service.services.policies import PolicyService
 from registry_service.services.promotions import PromotionService
 from registry_service.services.tokens import TokenService
 from registry_service.services.verification import VerificationJobs
+from registry_service.serving.cache import ModelCache, PyfuncLoader
+from registry_service.serving.predlog import PredictionLogWriter
+from registry_service.serving.service import ServingService, work_dir
 
 EXTENSION_KEY = "registry_service"
 
@@ -39,8 +42,10 @@ class Services:
     experiments: ExperimentService
     idempotency: IdempotencyKeys
     verifications: VerificationJobs
+    serving: ServingService
 
     def close(self) -> None:
+        self.serving.stop()
         self.db.dispose()
 
 
@@ -62,7 +67,22 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
     policies = PolicyService(gateway, db, audit)
     history = HistoryService(gateway, db)
     promotions = PromotionService(gateway, db, audit, policies, models, NamedLocks(db), history)
+    serving = ServingService(
+        gateway,
+        db,
+        audit,
+        history,
+        ModelCache(
+            PyfuncLoader(gateway, work_dir(settings.data_dir)),
+            max_models=settings.serving_cache_models,
+            max_bytes=settings.serving_cache_bytes,
+        ),
+        PredictionLogWriter(db, max_queue=settings.prediction_log_queue),
+        poll_seconds=settings.serving_poll_seconds,
+        log_field_bytes=settings.prediction_log_field_bytes,
+    )
     return Services(
+        serving=serving,
         settings=settings,
         db=db,
         gateway=gateway,

@@ -9,7 +9,7 @@ from flask.views import MethodView
 
 from registry_service.api import Blueprint, Schema
 from registry_service.db.migrate import current_revisions, head_revisions
-from registry_service.errors import RegistryError
+from registry_service.errors import RegistryError, ServiceUnavailable
 from registry_service.services.container import get_services
 
 blp = Blueprint("health", __name__, public=True, description="Probes")
@@ -73,7 +73,13 @@ class Ready(MethodView):
                 return f"schema at {sorted(current)}, code expects {sorted(heads)}: run db upgrade"
             return None
 
+        def serving():
+            if services.serving.preloaded is False:
+                raise ServiceUnavailable("loading preloaded deployments")
+
         deps = {"database": _probe(database), "mlflow": _probe(services.gateway.ping)}
+        if services.serving.preloaded is not None:
+            deps["serving"] = _probe(serving)
         ready = all(d["status"] == "ok" for d in deps.values())
         return {"status": "ok" if ready else "unavailable", "dependencies": deps}, (
             200 if ready else 503

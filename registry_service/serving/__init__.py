@@ -1,0 +1,1 @@
+"""Serving: governed inference that follows every promotion, with splits and fallback."""

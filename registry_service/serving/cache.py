@@ -1,0 +1,176 @@
+"""Loaded models, once per process: an LRU bounded by count and by size.
+
+A model's size is the size of its artifacts on disk, a stable stand-in for the memory a
+loaded model takes (a pickled estimator unpickles to about its file size).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from registry_service.db.base import utcnow
+from registry_service.errors import RegistryError
+
+log = logging.getLogger(__name__)
+# A version that failed to load is not retried on every request.
+FAILURE_MEMORY_SECONDS = 10.0
+
+
+class ModelLoadFailed(Exception):
+    """The version could not be loaded; callers fall back or answer 503."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: int
+    model: Any
+    size_bytes: int
+    load_seconds: float
+    loaded_at: datetime
+    path: Path | None = None
+    hits: int = 0
+
+    @property
+    def metadata(self) -> Any:
+        return getattr(self.model, "metadata", None)
+
+    @property
+    def input_schema(self) -> Any:
+        meta = self.metadata
+        return meta.get_input_schema() if meta is not None else None
+
+    @property
+    def output_schema(self) -> Any:
+        meta = self.metadata
+        return meta.get_output_schema() if meta is not None else None
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class PyfuncLoader:
+    """Downloads a version's artifacts through the gateway and loads them as pyfunc."""
+
+    def __init__(self, gateway: Any, work_dir: Path) -> None:
+        self.gateway = gateway
+        self.work_dir = work_dir
+
+    def __call__(self, name: str, version: int) -> LoadedModel:
+        import mlflow.pyfunc
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        target = Path(tempfile.mkdtemp(prefix=f"v{version}-", dir=self.work_dir))
+        try:
+            local = Path(self.gateway.download_model_version(name, version, str(target)))
+            model = mlflow.pyfunc.load_model(str(local))
+        except Exception as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            if isinstance(exc, RegistryError):
+                raise ModelLoadFailed(exc.detail) from exc
+            raise ModelLoadFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        return LoadedModel(
+            name=name,
+            version=version,
+            model=model,
+            size_bytes=_dir_size(target),
+            load_seconds=time.perf_counter() - started,
+            loaded_at=utcnow(),
+            path=target,
+        )
+
+
+@dataclass
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failed_at: float | None = None
+    failure: str | None = None
+
+
+class ModelCache:
+    def __init__(
+        self,
+        loader: Callable[[str, int], LoadedModel],
+        max_models: int = 8,
+        max_bytes: int = 2 * 1024**3,
+    ) -> None:
+        self.loader = loader
+        self.max_models = max_models
+        self.max_bytes = max_bytes
+        self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._slots: dict[tuple[str, int], _Slot] = {}
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    def peek(self, name: str, version: int) -> LoadedModel | None:
+        with self._lock:
+            return self._models.get((name, version))
+
+    def get(self, name: str, version: int) -> LoadedModel:
+        """The loaded version; loads it once however many threads ask at the same time."""
+        key = (name, version)
+        with self._lock:
+            loaded = self._models.get(key)
+            if loaded is not None:
+                self._models.move_to_end(key)
+                loaded.hits += 1
+                return loaded
+            slot = self._slots.setdefault(key, _Slot())
+        with slot.lock:
+            with self._lock:
+                loaded = self._models.get(key)
+                if loaded is not None:
+                    loaded.hits += 1
+                    return loaded
+            if slot.failed_at and time.monotonic() - slot.failed_at < FAILURE_MEMORY_SECONDS:
+                raise ModelLoadFailed(slot.failure or "the last load failed")
+            try:
+                loaded = self.loader(name, version)
+            except ModelLoadFailed as exc:
+                slot.failed_at, slot.failure = time.monotonic(), str(exc)
+                log.warning("could not load %s version %s: %s", name, version, exc)
+                raise
+            slot.failed_at = slot.failure = None
+            loaded.hits = 1
+            with self._lock:
+                self._models[key] = loaded
+                self._evict()
+            return loaded
+
+    def _evict(self) -> None:
+        while len(self._models) > 1 and (
+            len(self._models) > self.max_models
+            or sum(m.size_bytes for m in self._models.values()) > self.max_bytes
+        ):
+            (_, evicted) = self._models.popitem(last=False)
+            self.evictions += 1
+            if evicted.path is not None:
+                shutil.rmtree(evicted.path, ignore_errors=True)
+
+    def forget_failures(self) -> None:
+        with self._lock:
+            for slot in self._slots.values():
+                slot.failed_at = None
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            models, self._models = list(self._models.values()), OrderedDict()
+        for model in models:
+            if model.path is not None:
+                shutil.rmtree(model.path, ignore_errors=True)

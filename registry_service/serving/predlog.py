@@ -1,0 +1,130 @@
+"""The prediction log: records queued by requests, written in batches by one thread.
+
+A prediction never waits on the database: when the queue is full the record is dropped
+and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+
+from registry_service.db.database import Database, dumps_json
+from registry_service.db.models import PredictionRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionRecord:
+    request_id: str
+    model_name: str
+    model_version: int | None
+    variant: str | None
+    subject_hash: str | None
+    principal: str
+    status: str
+    fallback: bool
+    latency_ms: float
+    inputs: Any
+    outputs: Any
+    created_at: datetime
+
+
+def capped(value: Any, limit: int) -> Any:
+    """``value`` if its JSON fits in ``limit`` bytes, else a note of its size."""
+    try:
+        text = dumps_json(value)
+    except (TypeError, ValueError):
+        return {"unrecorded": "not JSON-serialisable"}
+    if len(text) <= limit:
+        return json.loads(text)
+    return {"truncated": True, "bytes": len(text)}
+
+
+class PredictionLogWriter:
+    def __init__(
+        self,
+        db: Database,
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        flush_seconds: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._queue: queue.Queue[PredictionRecord] = queue.Queue(max_queue)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self.written = 0
+        self.dropped = 0
+        self.failed = 0
+
+    def submit(self, record: PredictionRecord) -> None:
+        self._ensure_started()
+        try:
+            with self._idle:
+                self._pending += 1
+            self._queue.put_nowait(record)
+        except queue.Full:
+            with self._idle:
+                self._pending -= 1
+            self.dropped += 1
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping.clear()
+                self._thread = threading.Thread(
+                    target=self._run, name="prediction-log", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not (self._stopping.is_set() and self._queue.empty()):
+            batch: list[PredictionRecord] = []
+            try:
+                batch.append(self._queue.get(timeout=self.flush_seconds))
+                while len(batch) < self.batch_size:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[PredictionRecord]) -> None:
+        try:
+            with self.db.transaction() as session:
+                session.execute(insert(PredictionRow), [asdict(r) for r in batch])
+            self.written += len(batch)
+        except Exception:  # the log must not stop on a database outage; counted instead
+            self.failed += len(batch)
+            log.exception("could not write %d prediction records", len(batch))
+        finally:
+            with self._idle:
+                self._pending -= len(batch)
+                self._idle.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every submitted record is written (or failed); True if so."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending <= 0, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        self.flush(timeout)
+        self._stopping.set()
+        self._thread.join(timeout)
