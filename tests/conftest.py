@@ -91,7 +91,11 @@ def identities(registry_db_url) -> dict[str, dict[str, str]]:
     service = TokenService(database, AuditLog(database))
     ctx = Context(actor="test-setup")
     suffix = uuid.uuid4().hex[:6]
-    wanted = {role: [role] for role in ROLES} | {"approver2": ["approver"], "revoked": ["admin"]}
+    wanted = {role: [role] for role in ROLES} | {
+        "approver2": ["approver"],
+        "revoked": ["admin"],
+        "predictor_only": ["predictor"],
+    }
     issued = {}
     for key, roles in wanted.items():
         secret, info = service.create(ctx, f"{key}-{suffix}", roles)

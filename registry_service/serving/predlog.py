@@ -96,7 +96,8 @@ class PredictionLogWriter:
         while not (self._stopping.is_set() and self._queue.empty()):
             batch: list[PredictionRecord] = []
             try:
-                batch.append(self._queue.get(timeout=self.flush_seconds))
+                # Short waits so that close() is never held up by an idle wait.
+                batch.append(self._queue.get(timeout=min(self.flush_seconds, 0.25)))
                 while len(batch) < self.batch_size:
                     batch.append(self._queue.get_nowait())
             except queue.Empty:

@@ -1,0 +1,395 @@
+"""Serving over REST on PostgreSQL and a real `mlflow server`, with real scikit-learn
+models: what each target serves, every input format, pins, splits, fallback, the log."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from registry_service.db.models import AuditEventRow, PredictionFeedbackRow, PredictionRow
+from registry_service.services.context import Context
+from tests.conftest import get_services_of
+from tests.serving_models import log_raising, log_sklearn, log_unloadable
+
+CTX = Context(actor="test-setup")
+ROW = {"a": 0.9, "b": 0.1}
+ROWS = [{"a": 0.9, "b": 0.1}, {"a": 0.35, "b": 0.5}, {"a": 0.1, "b": 0.9}]
+
+
+@pytest.fixture
+def services(app):
+    return get_services_of(app)
+
+
+def promote(client, auth, model, version, **target):
+    target = target or {"target_stage": "Production"}
+    created = client.post(
+        "/api/v1/promotions",
+        headers=auth("requester"),
+        json={"model_name": model, "version": version, "reason": "serve it", **target},
+    )
+    assert created.status_code == 201, created.json
+    for approver in ("approver", "approver2"):
+        done = client.post(
+            f"/api/v1/promotions/{created.json['id']}/approve", headers=auth(approver), json={}
+        )
+    assert done.json["status"] == "executed", done.json
+
+
+def predict(client, auth, model, body, role="viewer", query="", headers=None):
+    return client.post(
+        f"/api/v1/models/{model}/predict{query}",
+        headers={**auth(role), **(headers or {})},
+        json=body,
+    )
+
+
+@pytest.fixture
+def served(client, auth, services, model_name, mlflow_client):
+    """v1 (a > 0.5) in Production, then v2 (a > 0.2) registered; estimators by version."""
+    services.models.create_model(CTX, model_name, None, {})
+    estimators = {}
+    for version, threshold in ((1, 0.5), (2, 0.2)):
+        run_id, estimators[version] = log_sklearn(mlflow_client, threshold)
+        services.models.register_version(CTX, model_name, run_id, "model", None, {})
+    promote(client, auth, model_name, 1)
+    services.serving.poll()
+    return model_name, estimators
+
+
+def expected(estimator, rows) -> list[int]:
+    return [int(p) for p in estimator.predict(pd.DataFrame(rows))]
+
+
+def test_nothing_in_production_is_404_naming_the_target(client, auth, services, model_name):
+    services.models.create_model(CTX, model_name, None, {})
+    answer = predict(client, auth, model_name, {"dataframe_records": [ROW]})
+    assert answer.status_code == 404
+    assert answer.json["code"] == "target-not-held" and answer.json["target"] == "Production"
+    missing = predict(client, auth, "no-such-model-x", {"dataframe_records": [ROW]})
+    assert missing.status_code == 404 and missing.json["code"] == "model-not-found"
+
+
+def test_predict_serves_production_and_follows_a_promotion(client, auth, services, served):
+    model, estimators = served
+    first = predict(client, auth, model, {"dataframe_records": ROWS})
+    assert first.status_code == 200, first.json
+    assert first.json["model_version"] == 1 and first.headers["X-Model-Version"] == "1"
+    assert first.json["predictions"] == expected(estimators[1], ROWS)
+    assert first.json["served_from"] == "Production" and first.json["fallback"] is False
+    assert first.json["request_id"] == first.headers["X-Request-ID"]
+
+    promote(client, auth, model, 2)
+    assert model in services.serving.poll()
+    second = predict(client, auth, model, {"dataframe_records": ROWS})
+    assert second.json["model_version"] == 2
+    assert second.json["predictions"] == expected(estimators[2], ROWS)
+    assert expected(estimators[1], ROWS) != expected(estimators[2], ROWS)
+
+    status = client.get("/api/v1/serving/models", headers=auth("viewer")).json
+    (route,) = [r for r in status["routes"] if r["model_name"] == model]
+    assert route["variants"][0] | {} == {
+        "name": "default",
+        "target": "Production",
+        "weight": 100,
+        "version": 2,
+        "fallback_version": 1,
+    }
+    loaded = {m["version"] for m in status["models"] if m["model_name"] == model}
+    assert loaded == {1, 2}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[r["a"], r["b"]] for r in ROWS]}},
+        {"dataframe_records": ROWS},
+        {"instances": ROWS},
+        {"inputs": {"a": [r["a"] for r in ROWS], "b": [r["b"] for r in ROWS]}},
+    ],
+    ids=["dataframe_split", "dataframe_records", "instances", "inputs"],
+)
+def test_every_mlflow_scoring_format_answers_the_same(client, auth, served, body):
+    model, estimators = served
+    answer = predict(client, auth, model, body | {"params": {}})
+    assert answer.status_code == 200, answer.json
+    assert answer.json["predictions"] == expected(estimators[1], ROWS)
+
+
+def test_open_inference_protocol(client, auth, served):
+    model, estimators = served
+    assert client.get("/v2/health/live").json == {"live": True}
+    assert client.get("/v2/health/ready").status_code == 200
+    meta = client.get(f"/v2/models/{model}", headers=auth("viewer"))
+    assert meta.status_code == 200
+    assert meta.json["versions"] == ["1"] and meta.json["platform"] == "mlflow"
+    assert [i["name"] for i in meta.json["inputs"]] == ["a", "b"]
+    assert {i["datatype"] for i in meta.json["inputs"]} == {"FP64"}
+    ready = client.get(f"/v2/models/{model}/versions/2/ready", headers=auth("viewer"))
+    assert ready.json == {"name": model, "ready": True}
+
+    tensors = {
+        "id": "req-7",
+        "inputs": [
+            {"name": "a", "shape": [3], "datatype": "FP64", "data": [r["a"] for r in ROWS]},
+            {"name": "b", "shape": [3], "datatype": "FP64", "data": [r["b"] for r in ROWS]},
+        ],
+    }
+    infer = client.post(f"/v2/models/{model}/infer", headers=auth("viewer"), json=tensors)
+    assert infer.status_code == 200, infer.json
+    assert infer.json["id"] == "req-7" and infer.json["model_version"] == "1"
+    (out,) = infer.json["outputs"]
+    assert out["shape"] == [3] and out["data"] == expected(estimators[1], ROWS)
+    pinned = client.post(
+        f"/v2/models/{model}/versions/2/infer", headers=auth("viewer"), json=tensors
+    )
+    assert pinned.json["model_version"] == "2"
+    assert pinned.json["outputs"][0]["data"] == expected(estimators[2], ROWS)
+    bad = client.post(
+        f"/v2/models/{model}/infer",
+        headers=auth("viewer"),
+        json={"inputs": [{"name": "a", "shape": [2], "datatype": "FP64", "data": [1.0]}]},
+    )
+    assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "inputs.0.data"
+
+
+def test_pins_by_version_stage_and_alias(client, auth, served):
+    model, _ = served
+    promote(client, auth, model, 2, target_alias="challenger")
+    assert predict(client, auth, model, {"inputs": ROWS}, query="?version=2").json[
+        "served_from"
+    ] == "version 2"
+    by_alias = predict(client, auth, model, {"inputs": ROWS}, query="?alias=challenger")
+    assert by_alias.json["model_version"] == 2 and by_alias.json["served_from"] == "@challenger"
+    by_stage = predict(client, auth, model, {"inputs": ROWS}, query="?stage=production")
+    assert by_stage.json["model_version"] == 1
+    cases = [
+        ("?alias=nobody", 404, "target-not-held"),
+        ("?stage=Staging", 404, "target-not-held"),
+        ("?version=99", 404, "version-not-found"),
+        ("?version=1&stage=Production", 422, "validation-error"),
+        ("?version=1.5", 422, "validation-error"),
+        ("?stage=Limbo", 422, "validation-error"),
+        ("?versoin=1", 422, "validation-error"),
+    ]
+    for query, status, code in cases:
+        answer = predict(client, auth, model, {"inputs": ROWS}, query=query)
+        assert (answer.status_code, answer.json["code"]) == (status, code), query
+
+
+def test_input_that_breaks_the_signature_is_a_422_naming_the_field(client, auth, served):
+    model, _ = served
+    missing = predict(client, auth, model, {"dataframe_records": [{"a": 0.3}]})
+    assert missing.status_code == 422
+    assert missing.json["errors"] == [
+        {"field": "dataframe_records.b", "location": "json", "message": "missing input"}
+    ]
+    wrong = predict(client, auth, model, {"dataframe_records": [{"a": "high", "b": 0.1}]})
+    assert wrong.status_code == 422 and wrong.json["errors"][0]["field"] == "dataframe_records.a"
+    assert "high" not in wrong.json["detail"]
+    for body in ({}, {"rows": ROWS}, {"inputs": ROWS, "instances": ROWS}, [ROW]):
+        answer = predict(client, auth, model, body)
+        assert answer.status_code == 422, body
+    nul = predict(client, auth, model, {"dataframe_records": [{"a": "x\u0000", "b": 0.1}]})
+    assert nul.status_code == 422
+    garbage = client.post(
+        f"/api/v1/models/{model}/predict",
+        headers={**auth("viewer"), "Content-Type": "application/json"},
+        data=b'{"inputs": [',
+    )
+    assert garbage.status_code == 400 and garbage.json["code"] == "bad-request"
+    csv = client.post(
+        f"/api/v1/models/{model}/predict",
+        headers={**auth("viewer"), "Content-Type": "text/plain"},
+        data=b"a,b\n1,2\n",
+    )
+    assert csv.status_code == 415
+    huge = predict(client, auth, model, {"inputs": {"a": [0.5] * 200_000, "b": [0.5] * 200_000}})
+    assert huge.status_code == 413
+
+
+def test_deployment_changes_need_approvers_the_etag_and_are_audited(
+    client, auth, served, services, identities
+):
+    model, _ = served
+    url = f"/api/v1/models/{model}/deployment"
+    default = client.get(url, headers=auth("viewer"))
+    assert default.status_code == 200 and default.headers["ETag"] == '"0"'
+    assert default.json["is_default"] is True and default.json["variants"][0]["version"] == 1
+    split = {
+        "variants": [
+            {"name": "champion", "target_stage": "Production", "weight": 90},
+            {"name": "challenger", "target_alias": "challenger", "weight": 10},
+        ],
+        "sticky_by": "header:X-Subject-Id",
+    }
+    assert client.put(url, headers=auth("requester"), json=split).status_code == 403
+    assert client.put(url, headers=auth("predictor_only"), json=split).status_code == 403
+    put = client.put(url, headers={**auth("approver"), "If-Match": '"0"'}, json=split)
+    assert put.status_code == 200, put.json
+    assert put.headers["ETag"] == '"1"' and put.json["revision"] == 1
+    assert put.json["variants"][1] == {
+        "name": "challenger",
+        "target_alias": "challenger",
+        "weight": 10,
+        "version": None,
+    }
+    again = client.put(url, headers=auth("approver"), json=split)
+    assert again.status_code == 428 and again.json["code"] == "precondition-required"
+    stale = client.put(url, headers={**auth("admin"), "If-Match": '"0"'}, json=split)
+    assert stale.status_code == 412 and stale.json["etag"] == '"1"'
+    bad = client.put(
+        url,
+        headers={**auth("admin"), "If-Match": '"1"'},
+        json=split | {"variants": split["variants"][:1]},
+    )
+    assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "variants"
+    with services.db.read() as session:
+        events = session.execute(
+            select(AuditEventRow).where(
+                AuditEventRow.model_name == model, AuditEventRow.action == "deployment.updated"
+            )
+        ).scalars().all()
+    (event,) = events
+    assert event.before["variants"][0]["name"] == "default" and event.before["revision"] == 0
+    assert event.after["variants"][1]["target_alias"] == "challenger"
+    assert event.actor == identities["approver"]["name"]
+    none = client.get("/api/v1/models/no-such-model-x/deployment", headers=auth("viewer"))
+    assert none.status_code == 404
+
+
+def test_split_is_sticky_per_subject_and_each_variant_serves_its_target(
+    client, auth, served, services
+):
+    model, _ = served
+    promote(client, auth, model, 2, target_alias="challenger")
+    url = f"/api/v1/models/{model}/deployment"
+    put = client.put(
+        url,
+        headers=auth("approver"),
+        json={
+            "variants": [
+                {"name": "champion", "target_stage": "Production", "weight": 50},
+                {"name": "challenger", "target_alias": "challenger", "weight": 50},
+            ],
+            "sticky_by": "header:X-Subject-Id",
+        },
+    )
+    assert put.status_code == 200
+    services.serving.poll()
+    seen = {}
+    for i in range(60):
+        subject = {"X-Subject-Id": f"customer-{i}"}
+        answers = [
+            predict(client, auth, model, {"inputs": [ROW]}, headers=subject).json
+            for _ in range(2)
+        ]
+        assert answers[0]["variant"] == answers[1]["variant"]
+        seen[f"customer-{i}"] = answers[0]
+    by_variant = {a["variant"]: a["model_version"] for a in seen.values()}
+    assert by_variant == {"champion": 1, "challenger": 2}
+
+
+def fallback_events(services, model):
+    with services.db.read() as session:
+        return session.execute(
+            select(AuditEventRow).where(
+                AuditEventRow.model_name == model, AuditEventRow.action == "serving.fallback"
+            )
+        ).scalars().all()
+
+
+@pytest.mark.parametrize("breakage", ["unloadable", "raising"])
+def test_fallback_to_the_previous_holder_when_the_new_one_fails(
+    client, auth, served, services, mlflow_client, breakage
+):
+    model, estimators = served
+    run_id = (log_unloadable if breakage == "unloadable" else log_raising)(mlflow_client)
+    services.models.register_version(CTX, model, run_id, "model", None, {})
+    promote(client, auth, model, 3)
+    services.serving.poll()
+    for _ in range(3):
+        answer = predict(client, auth, model, {"dataframe_records": ROWS})
+        assert answer.status_code == 200, answer.json
+        assert answer.json["fallback"] is True and answer.json["model_version"] == 1
+        assert answer.json["served_from"] == "Production"
+        assert answer.json["predictions"] == expected(estimators[1], ROWS)
+    (event,) = fallback_events(services, model)  # one per model, version and minute
+    assert event.model_version == 3 and event.after["served_by_version"] == 1
+    assert services.serving.writer.flush(10)
+    with services.db.read() as session:
+        flags = session.execute(
+            select(PredictionRow.fallback, PredictionRow.model_version).where(
+                PredictionRow.model_name == model
+            )
+        ).all()
+    assert set(flags) == {(True, 1)}
+
+    off = client.put(
+        f"/api/v1/models/{model}/deployment",
+        headers=auth("approver"),
+        json={
+            "variants": [{"name": "main", "target_stage": "Production", "weight": 100}],
+            "fallback": False,
+        },
+    )
+    assert off.status_code == 200
+    services.serving.poll()
+    refused = predict(client, auth, model, {"dataframe_records": ROWS})
+    assert refused.status_code == 503 and refused.json["code"] == "model-unavailable"
+
+
+def test_no_fallback_for_a_pinned_version(client, auth, served, services, mlflow_client):
+    model, _ = served
+    run_id = log_unloadable(mlflow_client)
+    services.models.register_version(CTX, model, run_id, "model", None, {})
+    refused = predict(client, auth, model, {"inputs": ROWS}, query="?version=3")
+    assert refused.status_code == 503 and refused.json["model_version"] == 3
+    assert fallback_events(services, model) == []
+
+
+def test_the_log_holds_every_answered_prediction_and_feedback_joins_it(
+    client, auth, served, services, identities
+):
+    model, _ = served
+    ids = []
+    for row in ROWS:
+        answer = predict(client, auth, model, {"dataframe_records": [row]}, role="predictor_only")
+        assert answer.status_code == 200
+        ids.append(answer.json["request_id"])
+    assert services.serving.writer.flush(10)
+    with services.db.read() as session:
+        logged = session.execute(
+            select(PredictionRow).where(PredictionRow.model_name == model)
+        ).scalars().all()
+    assert sorted(r.request_id for r in logged) == sorted(ids)
+    assert {r.principal for r in logged} == {identities["predictor_only"]["name"]}
+    assert all(r.model_version == 1 and r.status == "ok" and r.latency_ms > 0 for r in logged)
+    assert {r.inputs["dataframe_records"][0]["a"] for r in logged} == {r["a"] for r in ROWS}
+
+    feedback = client.post(
+        f"/api/v1/models/{model}/feedback",
+        headers=auth("predictor_only"),
+        json={"items": [{"request_id": i, "actual": 1} for i in ids]
+              + [{"request_id": "never-predicted", "actual": 0}]},
+    )
+    assert feedback.status_code == 200, feedback.json
+    assert feedback.json == {"accepted": 3, "unknown_request_ids": ["never-predicted"]}
+    with services.db.read() as session:
+        joined = session.execute(
+            select(PredictionRow.request_id, PredictionFeedbackRow.actual).join(
+                PredictionFeedbackRow,
+                PredictionFeedbackRow.request_id == PredictionRow.request_id,
+            ).where(PredictionRow.model_name == model)
+        ).all()
+    assert sorted(joined) == sorted((i, 1) for i in ids)
+
+
+def test_predictor_tokens_predict_and_nothing_else(client, auth, served):
+    model, _ = served
+    assert predict(client, auth, model, {"inputs": [ROW]}, role="predictor_only").status_code == 200
+    refused = client.get("/api/v1/models", headers=auth("predictor_only"))
+    assert refused.status_code == 403 and refused.json["code"] == "forbidden"
+    assert client.get("/api/v1/promotions", headers=auth("predictor_only")).status_code == 403
+    assert client.post(f"/api/v1/models/{model}/predict", json={"inputs": [ROW]}).status_code == 401
