@@ -269,7 +269,13 @@ class Blueprint(flask_smorest.Blueprint):
 
     def problems(self, **described: str) -> Callable:
         """Document problem+json answers, e.g. ``problems(conflict="Already approved")``."""
-        statuses = {"not_found": 404, "conflict": 409, "unavailable": 503}
+        statuses = {
+            "not_found": 404,
+            "conflict": 409,
+            "precondition_failed": 412,
+            "precondition_required": 428,
+            "unavailable": 503,
+        }
 
         def decorator(func):
             for name, description in described.items():

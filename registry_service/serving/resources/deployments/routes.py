@@ -53,9 +53,11 @@ class Deployment(MethodView):
     @blp.requires(Role.APPROVER)
     @blp.arguments(DeploymentInSchema)
     @blp.response(200, DeploymentSchema)
-    @blp.alt_response(412, description="If-Match does not match the current ETag")
-    @blp.alt_response(428, description="The model has a deployment and If-Match is missing")
-    @blp.problems(not_found="No such model")
+    @blp.problems(
+        not_found="No such model",
+        precondition_failed="If-Match does not match the current ETag",
+        precondition_required="The model has a deployment and If-Match is missing",
+    )
     def put(self, body, name):
         """Set what a model serves (approver or admin; send If-Match when one exists)"""
         spec = _serving().put_deployment(

@@ -81,7 +81,10 @@ def _loaded(name: str, version: int | None):
 class _Metadata(MethodView):
     @blp.requires(predictor=True)
     @blp.response(200, V2ModelMetadataSchema)
-    @blp.problems(not_found="No such model or version, or nobody holds its targets")
+    @blp.problems(
+        not_found="No such model or version, or nobody holds its targets",
+        unavailable="The version cannot be loaded",
+    )
     def get(self, name, version=None):
         """Model metadata from its MLflow signature"""
         try:
@@ -116,8 +119,10 @@ class _Infer(MethodView):
     @blp.requires(predictor=True)
     @blp.arguments(V2InferRequestSchema)
     @blp.response(200, V2InferResponseSchema)
-    @blp.alt_response(503, description="Neither the holder nor its fallback can answer")
-    @blp.problems(not_found="No such model or version, or nobody holds the target")
+    @blp.problems(
+        not_found="No such model or version, or nobody holds the target",
+        unavailable="Neither the holder nor its fallback can answer",
+    )
     def post(self, body, name, version=None):
         """Infer (V2): the deployment's split, or the version in the path"""
         serving = _serving()
@@ -147,13 +152,13 @@ class _Infer(MethodView):
         return answer, 200, {"X-Model-Version": str(result.model_version)}
 
 
+# Each view answers both with and without a version in the path.
 for path, view in (
     ("/<string:name>", _Metadata),
     ("/<string:name>/ready", _ModelReady),
     ("/<string:name>/infer", _Infer),
 ):
-    blp.add_url_rule(path, view_func=view.as_view(view.__name__.lower().lstrip("_")))
-    versioned = path.replace("<string:name>", "<string:name>/versions/<id:version>")
+    blp.add_url_rule(path, view_func=view)
     blp.add_url_rule(
-        versioned, view_func=view.as_view(view.__name__.lower().lstrip("_") + "-version")
+        path.replace("<string:name>", "<string:name>/versions/<id:version>"), view_func=view
     )

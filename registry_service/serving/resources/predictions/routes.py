@@ -47,8 +47,10 @@ class Predict(MethodView):
         PredictResponseSchema,
         headers={"X-Model-Version": {"schema": {"type": "integer"}}},
     )
-    @blp.alt_response(503, description="Neither the holder nor its fallback can answer")
-    @blp.problems(not_found="No such model, version, or nobody holds the target")
+    @blp.problems(
+        not_found="No such model, version, or nobody holds the target",
+        unavailable="Neither the holder nor its fallback can answer",
+    )
     def post(self, args, body, name):
         """Predict with the version the deployment routes to (or a pinned one)"""
         serving = get_services().serving
