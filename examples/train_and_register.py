@@ -17,6 +17,7 @@ import time
 import matplotlib.pyplot as plt
 import sklearn
 from _common import client, dataset, parser
+from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import RocCurveDisplay, accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -60,7 +61,13 @@ def main() -> None:
         run.log_figure(figure, "plots/roc.png")
         plt.close(figure)
         run.log_dict({"features": 30, "test_rows": len(x_test)}, "data/summary.json")
-        run.log_model(model, "model", pip_requirements=PIP_REQUIREMENTS)
+        # The signature lets the service check prediction input and describe the model.
+        run.log_model(
+            model,
+            "model",
+            pip_requirements=PIP_REQUIREMENTS,
+            signature=infer_signature(x_test, model.predict(x_test)),
+        )
 
     registry.ensure_model(args.model, description="Breast cancer classifier (example)")
     version = registry.register_version(args.model, run.run_id, "model")

@@ -163,9 +163,7 @@ def v2_to_input(body: Any, schema: Schema | None) -> tuple[Any, dict | None]:
     if len(tensors) == 1 and tensors[0][1].ndim == 2 and names and tensors[0][0] not in names:
         array = tensors[0][1]
         if array.shape[1] != len(names):
-            raise invalid(
-                "inputs.0.shape", f"[rows, {len(names)}]: one column per signature input"
-            )
+            raise invalid("inputs.0.shape", f"[rows, {len(names)}]: one column per signature input")
         return pd.DataFrame(array, columns=names), params
     columns = {}
     for index, (name, array) in enumerate(tensors):

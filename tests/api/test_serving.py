@@ -157,9 +157,10 @@ def test_open_inference_protocol(client, auth, served):
 def test_pins_by_version_stage_and_alias(client, auth, served):
     model, _ = served
     promote(client, auth, model, 2, target_alias="challenger")
-    assert predict(client, auth, model, {"inputs": ROWS}, query="?version=2").json[
-        "served_from"
-    ] == "version 2"
+    assert (
+        predict(client, auth, model, {"inputs": ROWS}, query="?version=2").json["served_from"]
+        == "version 2"
+    )
     by_alias = predict(client, auth, model, {"inputs": ROWS}, query="?alias=challenger")
     assert by_alias.json["model_version"] == 2 and by_alias.json["served_from"] == "@challenger"
     by_stage = predict(client, auth, model, {"inputs": ROWS}, query="?stage=production")
@@ -246,11 +247,15 @@ def test_deployment_changes_need_approvers_the_etag_and_are_audited(
     )
     assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "variants"
     with services.db.read() as session:
-        events = session.execute(
-            select(AuditEventRow).where(
-                AuditEventRow.model_name == model, AuditEventRow.action == "deployment.updated"
+        events = (
+            session.execute(
+                select(AuditEventRow).where(
+                    AuditEventRow.model_name == model, AuditEventRow.action == "deployment.updated"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     (event,) = events
     assert event.before["variants"][0]["name"] == "default" and event.before["revision"] == 0
     assert event.after["variants"][1]["target_alias"] == "challenger"
@@ -282,8 +287,7 @@ def test_split_is_sticky_per_subject_and_each_variant_serves_its_target(
     for i in range(60):
         subject = {"X-Subject-Id": f"customer-{i}"}
         answers = [
-            predict(client, auth, model, {"inputs": [ROW]}, headers=subject).json
-            for _ in range(2)
+            predict(client, auth, model, {"inputs": [ROW]}, headers=subject).json for _ in range(2)
         ]
         assert answers[0]["variant"] == answers[1]["variant"]
         seen[f"customer-{i}"] = answers[0]
@@ -293,11 +297,15 @@ def test_split_is_sticky_per_subject_and_each_variant_serves_its_target(
 
 def fallback_events(services, model):
     with services.db.read() as session:
-        return session.execute(
-            select(AuditEventRow).where(
-                AuditEventRow.model_name == model, AuditEventRow.action == "serving.fallback"
+        return (
+            session.execute(
+                select(AuditEventRow).where(
+                    AuditEventRow.model_name == model, AuditEventRow.action == "serving.fallback"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
 
 
 @pytest.mark.parametrize("breakage", ["unloadable", "raising"])
@@ -360,9 +368,11 @@ def test_the_log_holds_every_answered_prediction_and_feedback_joins_it(
         ids.append(answer.json["request_id"])
     assert services.serving.writer.flush(10)
     with services.db.read() as session:
-        logged = session.execute(
-            select(PredictionRow).where(PredictionRow.model_name == model)
-        ).scalars().all()
+        logged = (
+            session.execute(select(PredictionRow).where(PredictionRow.model_name == model))
+            .scalars()
+            .all()
+        )
     assert sorted(r.request_id for r in logged) == sorted(ids)
     assert {r.principal for r in logged} == {identities["predictor_only"]["name"]}
     assert all(r.model_version == 1 and r.status == "ok" and r.latency_ms > 0 for r in logged)
@@ -371,17 +381,21 @@ def test_the_log_holds_every_answered_prediction_and_feedback_joins_it(
     feedback = client.post(
         f"/api/v1/models/{model}/feedback",
         headers=auth("predictor_only"),
-        json={"items": [{"request_id": i, "actual": 1} for i in ids]
-              + [{"request_id": "never-predicted", "actual": 0}]},
+        json={
+            "items": [{"request_id": i, "actual": 1} for i in ids]
+            + [{"request_id": "never-predicted", "actual": 0}]
+        },
     )
     assert feedback.status_code == 200, feedback.json
     assert feedback.json == {"accepted": 3, "unknown_request_ids": ["never-predicted"]}
     with services.db.read() as session:
         joined = session.execute(
-            select(PredictionRow.request_id, PredictionFeedbackRow.actual).join(
+            select(PredictionRow.request_id, PredictionFeedbackRow.actual)
+            .join(
                 PredictionFeedbackRow,
                 PredictionFeedbackRow.request_id == PredictionRow.request_id,
-            ).where(PredictionRow.model_name == model)
+            )
+            .where(PredictionRow.model_name == model)
         ).all()
     assert sorted(joined) == sorted((i, 1) for i in ids)
 

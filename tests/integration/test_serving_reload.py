@@ -42,8 +42,12 @@ def promote(url, identities, model, version) -> float:
             f"{url}/api/v1/promotions",
             identities["requester"]["token"],
             "POST",
-            json={"model_name": model, "version": version, "target_stage": "Production",
-                  "reason": "retrained"},
+            json={
+                "model_name": model,
+                "version": version,
+                "target_stage": "Production",
+                "reason": "retrained",
+            },
         )
         assert created.status_code == 201, created.text
         for who in ("approver", "approver2"):
@@ -130,5 +134,7 @@ def test_promotion_is_served_by_every_worker_within_two_seconds_without_errors(
     assert late and {r[3] for r in late} == {2}
     assert len(workers) == 2 and set(workers.values()) == {2}, workers
     first_new = min(r[1] for r in results if r[3] == 2)
-    print(f"swap: {len(results)} requests, 0 failed, v2 answering {first_new - executed:.2f}s "
-          "after the approval returned")
+    print(
+        f"swap: {len(results)} requests, 0 failed, v2 answering {first_new - executed:.2f}s "
+        "after the approval returned"
+    )

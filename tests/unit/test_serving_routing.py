@@ -40,8 +40,13 @@ def test_a_subject_keeps_its_variant_and_deployments_hash_apart():
 def test_raising_the_challenger_share_only_moves_subjects_towards_it():
     low = DeploymentSpec.parse(SPLIT)
     high = DeploymentSpec.parse(
-        SPLIT | {"variants": [SPLIT["variants"][0] | {"weight": 80},
-                              SPLIT["variants"][1] | {"weight": 20}]}
+        SPLIT
+        | {
+            "variants": [
+                SPLIT["variants"][0] | {"weight": 80},
+                SPLIT["variants"][1] | {"weight": 20},
+            ]
+        }
     )
     subjects = [f"s{i}" for i in range(3000)]
     before = {s for s in subjects if choose(low, "k", s).name == "challenger"}
@@ -58,8 +63,12 @@ def test_without_a_subject_traffic_follows_the_weights():
 
 def test_zero_weight_variant_never_answers():
     spec = DeploymentSpec.parse(
-        {"variants": [{"name": "a", "target_stage": "Production", "weight": 100},
-                      {"name": "b", "target_alias": "shadow", "weight": 0}]}
+        {
+            "variants": [
+                {"name": "a", "target_stage": "Production", "weight": 100},
+                {"name": "b", "target_alias": "shadow", "weight": 0},
+            ]
+        }
     )
     assert {choose(spec, "k", f"s{i}").name for i in range(1000)} == {"a"}
 
@@ -76,24 +85,34 @@ def test_default_serves_production():
         ({"variants": []}, "variants"),
         ({"variants": [{"name": "a", "target_stage": "Production", "weight": 90}]}, "variants"),
         (
-            {"variants": [{"name": "a", "target_stage": "Production", "target_alias": "x",
-                           "weight": 100}]},
+            {
+                "variants": [
+                    {"name": "a", "target_stage": "Production", "target_alias": "x", "weight": 100}
+                ]
+            },
             "variants.0",
         ),
         ({"variants": [{"name": "a", "weight": 100}]}, "variants.0"),
-        ({"variants": [{"name": "a", "target_stage": "Archived", "weight": 100}]},
-         "variants.0.target_stage"),
-        ({"variants": [{"name": "a", "target_stage": "None", "weight": 100}]}, "target_stage"),
-        ({"variants": [{"name": "a b", "target_stage": "Production", "weight": 100}]},
-         "variants.0.name"),
         (
-            {"variants": [{"name": "a", "target_stage": "Production", "weight": 50},
-                          {"name": "a", "target_alias": "x", "weight": 50}]},
+            {"variants": [{"name": "a", "target_stage": "Archived", "weight": 100}]},
+            "variants.0.target_stage",
+        ),
+        ({"variants": [{"name": "a", "target_stage": "None", "weight": 100}]}, "target_stage"),
+        (
+            {"variants": [{"name": "a b", "target_stage": "Production", "weight": 100}]},
+            "variants.0.name",
+        ),
+        (
+            {
+                "variants": [
+                    {"name": "a", "target_stage": "Production", "weight": 50},
+                    {"name": "a", "target_alias": "x", "weight": 50},
+                ]
+            },
             "variants.1.name",
         ),
         ({"variants": SPLIT["variants"], "sticky_by": "cookie:x"}, "sticky_by"),
-        ({"variants": [{"name": "a", "target_alias": "champion!", "weight": 100}]},
-         "target_alias"),
+        ({"variants": [{"name": "a", "target_alias": "champion!", "weight": 100}]}, "target_alias"),
     ],
 )
 def test_bad_deployments_name_the_field(body, field):

@@ -56,9 +56,7 @@ class Predict(MethodView):
         serving = get_services().serving
         route = serving.route(name)
         subject = sticky_subject(route.spec.sticky_by, request.headers, body)
-        result = serving.predict(
-            current_context(), name, body, pin=pin_of(args), subject=subject
-        )
+        result = serving.predict(current_context(), name, body, pin=pin_of(args), subject=subject)
         return (
             {
                 "predictions": result.predictions,

@@ -47,9 +47,7 @@ class PredictResponseSchema(Schema):
     model_version = Integer()
     variant = ma.fields.String(allow_none=True)
     served_from = ma.fields.String(metadata={"description": "e.g. Production, @challenger"})
-    fallback = ma.fields.Boolean(
-        metadata={"description": "True when the previous holder answered"}
-    )
+    fallback = ma.fields.Boolean(metadata={"description": "True when the previous holder answered"})
     request_id = ma.fields.String(metadata={"description": "Quote it when sending feedback"})
 
 
