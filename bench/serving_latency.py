@@ -202,6 +202,8 @@ def main() -> None:
                 "-w",
                 "2",
             ],
+            # It execs `uvicorn` by name: the venv's bin must be on PATH.
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -313,7 +315,8 @@ def main() -> None:
         )
     finally:
         for process in processes:
-            stop(process)
+            if process.poll() is None:
+                stop(process)
         if mlflow_server is not None:
             mlflow_server.stop()
         pg.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -20,6 +21,11 @@ from registry_service.services.context import Context
 
 TOKEN_PREFIX = "rs_"
 ROLE_NAMES = tuple(r.value for r in Role)
+# Authentication is on every request, predictions included: a valid token's principal is
+# remembered this long per process. Revocations and role changes made in this process
+# clear it at once.
+CACHE_SECONDS = 2.0
+CACHE_ENTRIES = 10_000
 
 
 def hash_token(secret: str) -> str:
@@ -43,6 +49,7 @@ class TokenService:
     def __init__(self, db: Database, audit: AuditLog) -> None:
         self.db = db
         self.audit = audit
+        self._cache: dict[str, tuple[float, Principal, datetime | None]] = {}
 
     def _principal(
         self,
@@ -72,6 +79,7 @@ class TokenService:
         if after != before:
             row.roles, row.groups = after["roles"], after["groups"]
             self.audit.append(session, ctx, "principal.roles_changed", before=before, after=after)
+            self._cache.clear()
         return row
 
     def create(
@@ -146,6 +154,7 @@ class TokenService:
                 raise TokenNotFound(f"no token with id {token_id}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+                self._cache.clear()
                 self.audit.append(
                     session,
                     ctx,
@@ -158,22 +167,41 @@ class TokenService:
             return _info(row)
 
     def authenticate(self, secret: str, now: datetime | None = None) -> Principal:
+        """The principal of a valid token; remembered for ``CACHE_SECONDS`` per process,
+        so a revocation or role change made elsewhere takes effect within that time."""
+        digest = hash_token(secret)
+        cached = self._cache.get(digest)
+        moment = now or utcnow()
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            _, principal, expires_at = cached
+            if expires_at is None or expires_at > moment:
+                return principal
+        principal, expires_at = self._lookup(digest, moment)
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic(), principal, expires_at)
+        return principal
+
+    def _lookup(self, digest: str, now: datetime) -> tuple[Principal, datetime | None]:
         with self.db.read() as session:
             row = session.execute(
-                select(ApiTokenRow).where(ApiTokenRow.token_hash == hash_token(secret))
+                select(ApiTokenRow).where(ApiTokenRow.token_hash == digest)
             ).scalar_one_or_none()
             if row is None:
                 raise AuthenticationError("the bearer token is not valid")
             if row.revoked_at is not None:
                 raise AuthenticationError("the bearer token has been revoked")
-            if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+            if row.expires_at is not None and row.expires_at <= now:
                 raise AuthenticationError("the bearer token has expired")
             principal = row.principal
-            return Principal(
-                principal.id,
-                principal.name,
-                frozenset(principal.roles),
-                frozenset(principal.groups or ()),
+            return (
+                Principal(
+                    principal.id,
+                    principal.name,
+                    frozenset(principal.roles),
+                    frozenset(principal.groups or ()),
+                ),
+                row.expires_at,
             )
 
     def bootstrap_admin(self, ctx: Context, name: str = "admin") -> str | None:

@@ -64,3 +64,28 @@ def test_bootstrap_issues_one_admin_token_only(token_service, ctx):
     first = token_service.bootstrap_admin(ctx)
     assert first and token_service.authenticate(first).has_role("admin")
     assert token_service.bootstrap_admin(ctx) is None
+
+
+def test_a_revocation_elsewhere_takes_effect_within_the_cache_time(
+    token_service, ctx, db, audit, monkeypatch
+):
+    from registry_service.services import tokens as tokens_module
+    from registry_service.services.tokens import TokenService
+
+    secret, info = token_service.create(ctx, "svc-cached", ["predictor"])
+    assert token_service.authenticate(secret).roles == frozenset({"predictor"})
+    # Another process (another service object) revokes it.
+    TokenService(db, audit).revoke(ctx, info.id)
+    assert token_service.authenticate(secret).name == "svc-cached"  # still remembered
+    clock = tokens_module.time.monotonic() + tokens_module.CACHE_SECONDS + 0.1
+    monkeypatch.setattr(tokens_module.time, "monotonic", lambda: clock)
+    with pytest.raises(AuthenticationError):
+        token_service.authenticate(secret)
+
+
+def test_a_revocation_in_this_process_takes_effect_at_once(token_service, ctx):
+    secret, info = token_service.create(ctx, "svc-now", ["viewer"])
+    token_service.authenticate(secret)
+    token_service.revoke(ctx, info.id)
+    with pytest.raises(AuthenticationError):
+        token_service.authenticate(secret)
