@@ -8,11 +8,13 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY registry_service ./registry_service
 COPY migrations ./migrations
 COPY wsgi.py ./
-# boto3 lets the MLflow server store artifacts in MinIO/S3.
+# boto3 lets the MLflow server store artifacts in MinIO/S3, and serving load them.
 RUN pip install -e . boto3 \
     && useradd --system --uid 10001 registry
 USER registry
 
 EXPOSE 8080
-CMD ["gunicorn", "--workers", "2", "--threads", "8", "--worker-class", "gthread", \
-     "--keep-alive", "75", "--bind", "0.0.0.0:8080", "--access-logfile", "-", "wsgi:app"]
+# `serve` runs gunicorn and, in each worker, loads preloaded deployments before it takes
+# requests and follows promotions for the serving layer.
+CMD ["registry-service", "serve", "--host", "0.0.0.0", "--port", "8080", "--workers", "2", \
+     "--threads", "8", "--keepalive", "75"]

@@ -134,9 +134,12 @@ class MlflowServer:
         timeout: float = 120.0,
         workers: int | None = 1,
         port: int | None = None,
+        artifact_args: tuple[str, ...] | None = None,
+        env: dict[str, str] | None = None,
     ) -> MlflowServer:
         """``workers=None`` keeps MLflow's own default (several uvicorn workers);
-        ``port`` restarts a stopped server where its clients expect it."""
+        ``port`` restarts a stopped server where its clients expect it;
+        ``artifact_args`` replace the proxied local artifact store."""
         root = Path(tempfile.mkdtemp(prefix="registry-mlflow-"))
         port = port or free_port()
         mlflow_bin = Path(sys.executable).parent / "mlflow"
@@ -147,8 +150,7 @@ class MlflowServer:
                 "server",
                 "--backend-store-uri",
                 backend_uri,
-                "--artifacts-destination",
-                str(root / "artifacts"),
+                *(artifact_args or ("--artifacts-destination", str(root / "artifacts"))),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -159,6 +161,7 @@ class MlflowServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=root,
+            env={**os.environ, **(env or {})},
         )
         server = cls(process, f"http://127.0.0.1:{port}", root)
         if wait_healthy(server.uri, process, timeout):
@@ -176,6 +179,63 @@ class MlflowServer:
         finally:
             if self.root:
                 shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class S3Server:
+    """moto's S3-compatible server: the artifact store of a deployment, run here."""
+
+    process: subprocess.Popen
+    url: str
+
+    ACCESS_KEY = "testing"
+    SECRET_KEY = "testing"
+
+    @classmethod
+    def start(cls, timeout: float = 60.0) -> S3Server:
+        port = free_port()
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        server = cls(process, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return server
+            except OSError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.2)
+        server.stop()
+        raise RuntimeError("moto_server did not start")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What MLflow and boto3 need to reach it, in every process that touches artifacts."""
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=self.ACCESS_KEY,
+            aws_secret_access_key=self.SECRET_KEY,
+            region_name="us-east-1",
+        ).create_bucket(Bucket=name)
+
+    def stop(self) -> None:
+        stop_group(self.process, grace=10)
 
 
 @dataclass

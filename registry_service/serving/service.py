@@ -237,6 +237,12 @@ class ServingService:
                 self.swaps += 1
             return route
 
+    def refresh(self, name: str) -> Route:
+        """Re-resolve and reload ``name`` in this process now, without waiting for the
+        watcher."""
+        check_model_name(name)
+        return self._rebuild(name)
+
     def route(self, name: str) -> Route:
         self._ensure_watcher()
         route = self._routes.get(name)
@@ -260,11 +266,11 @@ class ServingService:
     # -- the watcher
 
     def _ensure_watcher(self) -> None:
-        if self._watcher is not None and self._watcher.is_alive():
+        # After stop() (shutdown) no watcher starts again.
+        if self._stop.is_set() or (self._watcher is not None and self._watcher.is_alive()):
             return
         with self._lock:
             if self._watcher is None or not self._watcher.is_alive():
-                self._stop.clear()
                 self._seen_generation = self._current_generation()
                 self._watcher = threading.Thread(
                     target=self._watch, name="serving-watcher", daemon=True
@@ -367,10 +373,18 @@ class ServingService:
                 )
         fallback = False
         try:
-            loaded, result = self._run(name, version, body, protocol)
-        except ModelLoadFailed as exc:
-            loaded, result = self._fall_back(ctx, route, name, version, target, body, protocol, exc)
-            fallback = True
+            try:
+                loaded, result = self._run(name, version, body, protocol)
+            except ModelLoadFailed as exc:
+                fallback = True
+                loaded, result = self._fall_back(
+                    ctx, route, name, version, target, body, protocol, exc
+                )
+        except (ValidationError, ServingUnavailable) as exc:
+            # Refused input and failed answers are logged too: they are error rates.
+            status = "invalid" if isinstance(exc, ValidationError) else "error"
+            self._log(ctx, name, version, variant, subject, status, fallback, started, body, None)
+            raise
         request_id = ctx.request_id or ""
         self._log(
             ctx, name, loaded.version, variant, subject, "ok", fallback, started, body, result

@@ -54,7 +54,7 @@ def served(client, auth, services, model_name, mlflow_client):
         run_id, estimators[version] = log_sklearn(mlflow_client, threshold)
         services.models.register_version(CTX, model_name, run_id, "model", None, {})
     promote(client, auth, model_name, 1)
-    services.serving.poll()
+    services.serving.refresh(model_name)
     return model_name, estimators
 
 
@@ -81,7 +81,7 @@ def test_predict_serves_production_and_follows_a_promotion(client, auth, service
     assert first.json["request_id"] == first.headers["X-Request-ID"]
 
     promote(client, auth, model, 2)
-    assert model in services.serving.poll()
+    services.serving.refresh(model)
     second = predict(client, auth, model, {"dataframe_records": ROWS})
     assert second.json["model_version"] == 2
     assert second.json["predictions"] == expected(estimators[2], ROWS)
@@ -282,7 +282,7 @@ def test_split_is_sticky_per_subject_and_each_variant_serves_its_target(
         },
     )
     assert put.status_code == 200
-    services.serving.poll()
+    services.serving.refresh(model)
     seen = {}
     for i in range(60):
         subject = {"X-Subject-Id": f"customer-{i}"}
@@ -316,7 +316,7 @@ def test_fallback_to_the_previous_holder_when_the_new_one_fails(
     run_id = (log_unloadable if breakage == "unloadable" else log_raising)(mlflow_client)
     services.models.register_version(CTX, model, run_id, "model", None, {})
     promote(client, auth, model, 3)
-    services.serving.poll()
+    services.serving.refresh(model)
     for _ in range(3):
         answer = predict(client, auth, model, {"dataframe_records": ROWS})
         assert answer.status_code == 200, answer.json
@@ -343,9 +343,17 @@ def test_fallback_to_the_previous_holder_when_the_new_one_fails(
         },
     )
     assert off.status_code == 200
-    services.serving.poll()
+    services.serving.refresh(model)
     refused = predict(client, auth, model, {"dataframe_records": ROWS})
     assert refused.status_code == 503 and refused.json["code"] == "model-unavailable"
+    assert services.serving.writer.flush(10)
+    with services.db.read() as session:
+        status = session.execute(
+            select(PredictionRow.status, PredictionRow.model_version).where(
+                PredictionRow.request_id == refused.json["request_id"]
+            )
+        ).one()
+    assert tuple(status) == ("error", 3)
 
 
 def test_no_fallback_for_a_pinned_version(client, auth, served, services, mlflow_client):
@@ -407,3 +415,43 @@ def test_predictor_tokens_predict_and_nothing_else(client, auth, served):
     assert refused.status_code == 403 and refused.json["code"] == "forbidden"
     assert client.get("/api/v1/promotions", headers=auth("predictor_only")).status_code == 403
     assert client.post(f"/api/v1/models/{model}/predict", json={"inputs": [ROW]}).status_code == 401
+
+
+def test_preloaded_deployments_load_at_start_before_ready(client, auth, served, services):
+    model, _ = served
+    put = client.put(
+        f"/api/v1/models/{model}/deployment",
+        headers=auth("approver"),
+        json={
+            "variants": [{"name": "main", "target_stage": "Production", "weight": 100}],
+            "preload": True,
+        },
+    )
+    assert put.status_code == 200 and put.json["preload"] is True
+    services.serving.cache.clear()
+    assert services.serving.cache.peek(model, 1) is None
+    services.serving.start()
+    assert services.serving.preloaded is True
+    assert services.serving.cache.peek(model, 1) is not None
+    ready = client.get("/ready")
+    assert ready.json["dependencies"]["serving"]["status"] == "ok"
+
+
+def test_another_process_follows_a_move_through_the_change_counter(client, auth, served, services):
+    """What every worker's watcher does, step by step, in a second service instance."""
+    from registry_service.services.container import build_services
+
+    model, _ = served
+    other = build_services(services.settings)
+    try:
+        production = next(iter(other.serving.refresh(model).holders))
+        assert other.serving.route(model).holders[production] == 1
+        other.serving.stop()  # no watcher: each poll below is the test's own
+        other.serving._seen_generation = other.serving._current_generation()
+        assert other.serving.poll() == []
+        promote(client, auth, model, 2)
+        assert other.serving.poll() == [model]
+        assert other.serving.route(model).holders[production] == 2
+        assert other.serving.poll() == []
+    finally:
+        other.close()
