@@ -296,8 +296,12 @@ class PredictionRow(Base):
 
     __tablename__ = "predictions"
     __table_args__ = (
-        Index("ix_predictions_model_name_model_version_created_at", "model_name",
-              "model_version", "created_at"),
+        Index(
+            "ix_predictions_model_name_model_version_created_at",
+            "model_name",
+            "model_version",
+            "created_at",
+        ),
         Index("ix_predictions_created_at", "created_at"),
         Index("ix_predictions_request_id", "request_id"),
     )

@@ -77,9 +77,12 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
             max_models=settings.serving_cache_models,
             max_bytes=settings.serving_cache_bytes,
         ),
-        PredictionLogWriter(db, max_queue=settings.prediction_log_queue),
+        PredictionLogWriter(
+            db,
+            max_queue=settings.prediction_log_queue,
+            field_bytes=settings.prediction_log_field_bytes,
+        ),
         poll_seconds=settings.serving_poll_seconds,
-        log_field_bytes=settings.prediction_log_field_bytes,
     )
     return Services(
         serving=serving,

@@ -56,8 +56,10 @@ class PredictionLogWriter:
         max_queue: int = 10_000,
         batch_size: int = 500,
         flush_seconds: float = 1.0,
+        field_bytes: int = 16 * 1024,
     ) -> None:
         self.db = db
+        self.field_bytes = field_bytes
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self._queue: queue.Queue[PredictionRecord] = queue.Queue(max_queue)
@@ -108,7 +110,7 @@ class PredictionLogWriter:
     def _write(self, batch: list[PredictionRecord]) -> None:
         try:
             with self.db.transaction() as session:
-                session.execute(insert(PredictionRow), [asdict(r) for r in batch])
+                session.execute(insert(PredictionRow), [self._row(r) for r in batch])
             self.written += len(batch)
         except Exception:  # the log must not stop on a database outage; counted instead
             self.failed += len(batch)
@@ -117,6 +119,14 @@ class PredictionLogWriter:
             with self._idle:
                 self._pending -= len(batch)
                 self._idle.notify_all()
+
+    def _row(self, record: PredictionRecord) -> dict[str, Any]:
+        # Sized here, off the request path: requests only hand over references.
+        row = asdict(record)
+        row["inputs"] = capped(record.inputs, self.field_bytes)
+        if record.outputs is not None:
+            row["outputs"] = capped(record.outputs, self.field_bytes)
+        return row
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every submitted record is written (or failed); True if so."""

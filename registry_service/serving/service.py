@@ -48,7 +48,7 @@ from registry_service.services.context import Context
 from registry_service.services.history import HistoryService
 from registry_service.serving import payload
 from registry_service.serving.cache import LoadedModel, ModelCache, ModelLoadFailed
-from registry_service.serving.predlog import PredictionLogWriter, PredictionRecord, capped
+from registry_service.serving.predlog import PredictionLogWriter, PredictionRecord
 from registry_service.serving.routing import DeploymentSpec, Variant, choose
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,6 @@ class ServingService:
         cache: ModelCache,
         writer: PredictionLogWriter,
         poll_seconds: float = 0.5,
-        log_field_bytes: int = 16 * 1024,
     ) -> None:
         self.gateway = gateway
         self.db = db
@@ -126,7 +125,6 @@ class ServingService:
         self.cache = cache
         self.writer = writer
         self.poll_seconds = poll_seconds
-        self.log_field_bytes = log_field_bytes
         self._routes: dict[str, Route] = {}
         self._build_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -386,11 +384,12 @@ class ServingService:
             self._log(ctx, name, version, variant, subject, status, fallback, started, body, None)
             raise
         request_id = ctx.request_id or ""
+        predictions = payload.jsonable(result)
         self._log(
-            ctx, name, loaded.version, variant, subject, "ok", fallback, started, body, result
+            ctx, name, loaded.version, variant, subject, "ok", fallback, started, body, predictions
         )
         return Prediction(
-            predictions=payload.jsonable(result),
+            predictions=predictions,
             raw=result,
             model_version=loaded.version,
             variant=variant.name if variant else None,
@@ -497,7 +496,6 @@ class ServingService:
         inputs: Any,
         outputs: Any,
     ) -> None:
-        limit = self.log_field_bytes
         self.writer.submit(
             PredictionRecord(
                 request_id=ctx.request_id or "",
@@ -509,8 +507,8 @@ class ServingService:
                 status=status,
                 fallback=fallback,
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                inputs=capped(inputs, limit),
-                outputs=capped(payload.jsonable(outputs), limit) if outputs is not None else None,
+                inputs=inputs,
+                outputs=outputs,
                 created_at=utcnow(),
             )
         )
