@@ -67,3 +67,13 @@ def test_large_inputs_are_recorded_by_size_only():
     assert capped({"x": 1}, 100) == {"x": 1}
     big = {"x": "y" * 500}
     assert capped(big, 100) == {"truncated": True, "bytes": len(json.dumps(big))}
+
+
+def test_the_writer_caps_inputs_and_outputs(db):
+    writer = PredictionLogWriter(db, field_bytes=64)
+    writer.submit(record(1, inputs={"rows": list(range(100))}))
+    writer.close()
+    with db.read() as session:
+        row = session.execute(select(PredictionRow)).scalar_one()
+    assert row.inputs["truncated"] is True and row.inputs["bytes"] > 64
+    assert row.outputs == [1]
