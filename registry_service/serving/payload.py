@@ -39,6 +39,9 @@ V2_DATATYPES = {
     "BYTES": object,
 }
 _V2_BY_KIND = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}
+_V2_BY_NUMPY = {
+    np.dtype(t).str.lstrip("<>=|"): name for name, t in V2_DATATYPES.items() if t is not object
+}
 # MLflow column types as V2 datatypes, for model metadata.
 _V2_BY_MLFLOW = {
     "boolean": "BOOL",
@@ -80,11 +83,13 @@ def input_error(exc: MlflowException, field: str) -> ValidationError | None:
             f"{field}.{column.group(1)}",
             "value does not have the type the model's signature requires",
         )
-    # MLflow's messages embed the whole input; keep the first sentence only.
-    first = message.split("\n", 1)[0].split(". Error", 1)[0][:300]
-    if "Failed to enforce schema of data" in first:
-        first = "the input does not match the model's signature"
-    return invalid(field, first)
+    # MLflow's enforcement messages embed the whole input before "Error: <reason>";
+    # keep the reason only.
+    if message.startswith("Failed to enforce schema of data"):
+        reason = message.rpartition("Error: ")[2].strip()
+        reason = reason if reason and len(reason) <= 300 else ""
+        return invalid(field, reason or "the input does not match the model's signature")
+    return invalid(field, message.split("\n", 1)[0].split(". Error", 1)[0][:300])
 
 
 def parse_scoring_body(body: Any, schema: Schema | None) -> tuple[Any, dict | None, str]:
@@ -159,6 +164,11 @@ def v2_to_input(body: Any, schema: Schema | None) -> tuple[Any, dict | None]:
     if params is not None and not isinstance(params, dict):
         raise invalid("parameters", "an object")
     tensors = [_tensor(raw, i) for i, raw in enumerate(body["inputs"])]
+    if schema is not None and schema.is_tensor_spec():
+        # Tensor signatures take the arrays as they are: one, or several by name.
+        if len(tensors) == 1:
+            return tensors[0][1], params
+        return {name: array for name, array in tensors}, params
     names = schema.input_names() if schema is not None and schema.has_input_names() else []
     if len(tensors) == 1 and tensors[0][1].ndim == 2 and names and tensors[0][0] not in names:
         array = tensors[0][1]
@@ -197,13 +207,16 @@ def v2_tensor_specs(schema: Schema | None, unnamed: str = "input") -> list[dict[
         return []
     specs = []
     for index, spec in enumerate(schema.inputs):
-        kind = getattr(getattr(spec, "type", None), "name", None) or str(getattr(spec, "type", ""))
-        shape = list(getattr(spec, "shape", None) or [-1])
+        kind = getattr(spec, "type", None)
+        if isinstance(kind, np.dtype):  # a tensor spec carries a numpy dtype
+            datatype = _V2_BY_NUMPY.get(kind.str.lstrip("<>=|"), "BYTES")
+        else:
+            datatype = _V2_BY_MLFLOW.get(str(getattr(kind, "name", kind)).lower(), "BYTES")
         specs.append(
             {
                 "name": spec.name or (unnamed if len(schema.inputs) == 1 else f"{unnamed}-{index}"),
-                "datatype": _V2_BY_MLFLOW.get(str(kind).lower(), "BYTES"),
-                "shape": shape,
+                "datatype": datatype,
+                "shape": list(getattr(spec, "shape", None) or [-1]),
             }
         )
     return specs

@@ -93,3 +93,45 @@ def test_v2_outputs_carry_shape_and_datatype():
         {"name": "a", "datatype": "FP64", "shape": [-1]},
         {"name": "b", "datatype": "FP64", "shape": [-1]},
     ]
+
+
+def test_tensor_signatures_take_the_v2_array_as_it_is():
+    matrix = np.random.default_rng(0).random((50, 30))
+    schema = infer_signature(matrix, np.zeros(50)).inputs
+    array, _ = payload.v2_to_input(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, 30],
+                    "datatype": "FP64",
+                    "data": matrix[:2].ravel().tolist(),
+                }
+            ]
+        },
+        schema,
+    )
+    assert isinstance(array, np.ndarray) and array.shape == (2, 30)
+    assert payload.v2_tensor_specs(schema) == [
+        {"name": "input", "datatype": "FP64", "shape": [-1, 30]}
+    ]
+
+
+def test_enforcement_errors_keep_the_reason_and_drop_the_data():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+    exc = MlflowException(
+        "Failed to enforce schema of data '[[1. 2.]]' with schema '[Tensor('float64', "
+        "(-1, 30))]'. Error: Shape of input (1, 2) does not match expected shape (-1, 30).",
+        error_code=INVALID_PARAMETER_VALUE,
+    )
+    error = payload.input_error(exc, "inputs")
+    assert error.errors == [
+        {
+            "field": "inputs",
+            "location": "json",
+            "message": "Shape of input (1, 2) does not match expected shape (-1, 30).",
+        }
+    ]
+    assert payload.input_error(MlflowException("boom", error_code=INTERNAL_ERROR), "x") is None
