@@ -193,6 +193,38 @@ class ServingService:
             )
         return stored
 
+    def delete_deployment(self, ctx: Context, name: str, if_match: str | None) -> DeploymentSpec:
+        """Back to the default (all traffic to Production); audited."""
+        check_model_name(name)
+        self.gateway.get_registered_model(name)
+        with self.db.transaction() as session:
+            row = session.execute(
+                select(DeploymentRow).where(DeploymentRow.model_name == name).with_for_update()
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFound(f"{name!r} has no deployment of its own; it serves the default")
+            current = _spec(row)
+            if if_match is None:
+                raise PreconditionRequired(
+                    "send If-Match with the ETag from GET", etag=etag_of(current)
+                )
+            if if_match.strip() not in ("*", etag_of(current)):
+                raise PreconditionFailed(
+                    f"the deployment is at ETag {etag_of(current)}, not {if_match.strip()}",
+                    etag=etag_of(current),
+                )
+            session.delete(row)
+            self.audit.append(
+                session,
+                ctx,
+                "deployment.deleted",
+                model_name=name,
+                subject=f"deployment:{row.id}",
+                before=current.to_json() | {"revision": current.revision},
+                after=DeploymentSpec.default().to_json(),
+            )
+        return DeploymentSpec.default()
+
     def reload(self, ctx: Context, name: str) -> DeploymentSpec:
         """Make every serving process re-resolve and reload ``name`` now."""
         spec = self.get_deployment(name)

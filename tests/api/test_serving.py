@@ -263,6 +263,25 @@ def test_deployment_changes_need_approvers_the_etag_and_are_audited(
     none = client.get("/api/v1/models/no-such-model-x/deployment", headers=auth("viewer"))
     assert none.status_code == 404
 
+    assert client.delete(url, headers=auth("approver")).status_code == 428
+    assert client.delete(url, headers={**auth("requester"), "If-Match": '"1"'}).status_code == 403
+    removed = client.delete(url, headers={**auth("approver"), "If-Match": '"1"'})
+    assert removed.status_code == 200 and removed.json["is_default"] is True
+    assert client.get(url, headers=auth("viewer")).headers["ETag"] == '"0"'
+    gone = client.delete(url, headers={**auth("approver"), "If-Match": "*"})
+    assert gone.status_code == 404
+    with services.db.read() as session:
+        actions = (
+            session.execute(
+                select(AuditEventRow.action).where(
+                    AuditEventRow.model_name == model, AuditEventRow.action.like("deployment.%")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(actions) == ["deployment.deleted", "deployment.updated"]
+
 
 def test_split_is_sticky_per_subject_and_each_variant_serves_its_target(
     client, auth, served, services

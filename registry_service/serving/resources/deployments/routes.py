@@ -65,6 +65,20 @@ class Deployment(MethodView):
         )
         return _body(name, spec)
 
+    @blp.requires(Role.APPROVER)
+    @blp.response(200, DeploymentSchema)
+    @blp.problems(
+        not_found="No such model, or it has no deployment of its own",
+        precondition_failed="If-Match does not match the current ETag",
+        precondition_required="If-Match is missing",
+    )
+    def delete(self, name):
+        """Remove a model's deployment: back to all traffic to Production (approver)"""
+        spec = _serving().delete_deployment(
+            current_context(), name, request.headers.get("If-Match")
+        )
+        return _body(name, spec)
+
 
 @blp.route("/<string:name>/deployment/reload")
 class DeploymentReload(MethodView):
