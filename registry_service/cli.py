@@ -226,6 +226,12 @@ def serve(
     from registry_service.services.container import EXTENSION_KEY
 
     settings = _settings().with_overrides(serving_only=serving_only)
+    if settings.direct_mlflow:
+        from registry_service.gateway.mlflow_gateway import mlflow_schema_problem
+
+        problem = mlflow_schema_problem(settings.mlflow_tracking_uri)
+        if problem:
+            raise click.ClickException(f"refusing to start: {problem}")
 
     class _Server(BaseApplication):
         def load_config(self):

@@ -60,6 +60,9 @@ class Settings:
     mlflow_tracking_uri: str
     mlflow_registry_uri: str
     artifact_root: str
+    # Direct-store mode: MLFLOW_TRACKING_URI names the MLflow server's own database, read
+    # in-process; artifacts still go through the server at this URL.
+    mlflow_server_url: str | None = None
     mlflow_timeout: float = 10.0
     mlflow_max_retries: int = 2
     mlflow_quickack: bool = True
@@ -80,7 +83,17 @@ class Settings:
 
     @property
     def embedded_mlflow(self) -> bool:
-        return not self.mlflow_tracking_uri.startswith(("http://", "https://"))
+        """Our own local MLflow store (created when missing)."""
+        return not self.remote_mlflow and not self.direct_mlflow
+
+    @property
+    def remote_mlflow(self) -> bool:
+        return self.mlflow_tracking_uri.startswith(("http://", "https://"))
+
+    @property
+    def direct_mlflow(self) -> bool:
+        """MLflow server's database read in-process (never created by us)."""
+        return not self.remote_mlflow and bool(self.mlflow_server_url)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -94,6 +107,7 @@ class Settings:
             mlflow_tracking_uri=normalize_database_url(tracking),
             mlflow_registry_uri=normalize_database_url(env.get("MLFLOW_REGISTRY_URI") or tracking),
             artifact_root=env.get("REGISTRY_ARTIFACT_ROOT") or str(data_dir / "artifacts"),
+            mlflow_server_url=env.get("REGISTRY_MLFLOW_SERVER_URL") or None,
             mlflow_timeout=_float(env, "REGISTRY_MLFLOW_TIMEOUT", 10.0),
             mlflow_max_retries=_int(env, "REGISTRY_MLFLOW_MAX_RETRIES", 2),
             mlflow_quickack=_flag(env, "REGISTRY_MLFLOW_QUICKACK", True),

@@ -36,12 +36,23 @@ def pg_server_url():
 
 
 @pytest.fixture(scope="session")
-def mlflow_uri(pg_server_url):
+def mlflow_db_url(pg_server_url) -> str:
+    """The backend database of the suite's `mlflow server` (direct-store tests read it)."""
+    if os.environ.get("REGISTRY_TEST_MLFLOW_URI"):
+        url = os.environ.get("REGISTRY_TEST_MLFLOW_DB_URL")
+        if not url:
+            pytest.fail("with REGISTRY_TEST_MLFLOW_URI, set REGISTRY_TEST_MLFLOW_DB_URL too")
+        return url
+    return create_database(pg_server_url, "mlflow")
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(mlflow_db_url):
     uri = os.environ.get("REGISTRY_TEST_MLFLOW_URI")
     if uri:
         yield uri
         return
-    server = MlflowServer.start(create_database(pg_server_url, "mlflow"))
+    server = MlflowServer.start(mlflow_db_url)
     try:
         yield server.uri
     finally:

@@ -101,6 +101,49 @@ def _model_id_of(source: str) -> str | None:
     return rest if rest != source and rest and "/" not in rest else None
 
 
+def mlflow_schema_problem(db_uri: str) -> str | None:
+    """Why MLflow's schema in ``db_uri`` cannot be used by the installed mlflow; None if
+    it can."""
+    import sqlalchemy
+    from mlflow.store.db import utils as db_utils
+
+    try:
+        engine = sqlalchemy.create_engine(db_uri)
+    except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
+        return f"MLFLOW_TRACKING_URI is not a database URL: {exc}"
+    try:
+        if not db_utils._all_tables_exist(engine):
+            return (
+                "that database holds no MLflow schema: point MLFLOW_TRACKING_URI at the "
+                "MLflow server's backend store"
+            )
+        current, expected = (
+            db_utils._get_schema_version(engine),
+            db_utils._get_latest_schema_revision(),
+        )
+        if current != expected:
+            return (
+                f"MLflow's schema in that database is at revision {current}, the installed "
+                f"mlflow {mlflow.__version__} expects {expected}: run the same mlflow version "
+                "as the server"
+            )
+        return None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        return f"MLflow's database cannot be read: {type(exc).__name__}"
+    finally:
+        engine.dispose()
+
+
+class _Refusing:
+    """Stands in for MLflow's client when its database must not be used."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def __getattr__(self, name: str):
+        raise errors.UpstreamUnavailable(f"MLflow's database is not usable: {self.problem}")
+
+
 def _first_line(message: str) -> str:
     return message.strip().splitlines()[0][:500] if message.strip() else message
 
@@ -115,15 +158,23 @@ class MlflowGateway(RegistryGateway):
         max_retries: int = 2,
         quickack: bool = True,
         bound_http: bool = True,
+        server_url: str | None = None,
     ) -> None:
         """``bound_http=False`` leaves MLflow's own HTTP timeouts and retries alone, for
         processes (training code) whose uploads may rightly take minutes. The bounds are
         process-wide environment settings: a bounded gateway built earlier in the same
         process has already set them."""
+        """With ``server_url`` and a database ``tracking_uri``, the gateway reads MLflow's
+        own store in-process (direct-store mode) and reaches artifacts through the server;
+        it refuses to touch a database whose MLflow schema differs from the installed
+        mlflow's."""
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.remote = tracking_uri.startswith(("http://", "https://"))
-        if self.remote and bound_http:
+        self.direct = not self.remote and server_url is not None
+        self.schema_problem = mlflow_schema_problem(tracking_uri) if self.direct else None
+        http = self.remote or self.direct
+        if http and bound_http:
             # MLflow reads these per call; the defaults (120 s, 7 retries with
             # exponential backoff) would hold a request for minutes when MLflow is down.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
@@ -131,11 +182,24 @@ class MlflowGateway(RegistryGateway):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             # One pooled connection per serving thread, instead of MLflow's 10.
             os.environ.setdefault("MLFLOW_HTTP_POOL_MAXSIZE", "32")
-        if self.remote and quickack:
+        if http and quickack:
             install_low_latency_transport()
-        elif not self.remote and artifact_root:
+        if not http and artifact_root:
             self._init_embedded_store(artifact_root)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        # MLflow's client opens its store at once, and creates tables in an empty
+        # database: never let it near one whose schema does not match.
+        self.client: MlflowClient | _Refusing = (
+            _Refusing(self.schema_problem)
+            if self.schema_problem
+            else MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        )
+        # Artifacts (model files, run folders) live behind the server in direct mode.
+        self.artifacts_uri = server_url if self.direct else self.tracking_uri
+        self.artifact_client = (
+            MlflowClient(tracking_uri=server_url, registry_uri=server_url)
+            if self.direct
+            else self.client
+        )
 
     def _init_embedded_store(self, artifact_root: str) -> None:
         # MlflowClient would create the store with "./mlruns" as the artifact root;
@@ -391,7 +455,9 @@ class MlflowGateway(RegistryGateway):
         with self._translate(errors.VersionNotFound, what):
             uri = self.client.get_model_version_download_uri(name, str(version))
             return mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=dst_dir, tracking_uri=self.tracking_uri
+                artifact_uri=uri,
+                dst_path=dst_dir,
+                tracking_uri=self.artifacts_uri,
             )
 
     def get_run(self, run_id):
@@ -478,7 +544,7 @@ class MlflowGateway(RegistryGateway):
     def run_artifact_exists(self, run, path):
         parent, _, leaf = path.rpartition("/")
         with self._translate(errors.RunNotFound, f"run {run.run_id!r}"):
-            entries = self.client.list_artifacts(run.run_id, parent or None)
+            entries = self.artifact_client.list_artifacts(run.run_id, parent or None)
         return any(entry.path.rstrip("/").rpartition("/")[2] == leaf for entry in entries)
 
     def ping(self):

@@ -61,6 +61,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
             timeout=settings.mlflow_timeout,
             max_retries=settings.mlflow_max_retries,
             quickack=settings.mlflow_quickack,
+            server_url=settings.mlflow_server_url,
         )
     audit = AuditLog(db)
     models = ModelService(gateway, db, audit)

@@ -1,0 +1,166 @@
+"""Direct-store mode: MLflow's own store read in-process from the MLflow server's
+database, artifacts through the server, and a refusal to touch a database whose MLflow
+schema differs from the installed mlflow's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+import sqlalchemy as sa
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+from registry_service.app import create_app
+from registry_service.services.context import Context
+from tests.conftest import get_services_of
+from tests.rig import create_database
+from tests.serving_models import log_sklearn
+
+CTX = Context(actor="test-setup")
+
+
+def direct(registry_db_url, mlflow_db, server_url, tmp_path):
+    return create_app(
+        {
+            "database_url": registry_db_url,
+            "mlflow_tracking_uri": mlflow_db,
+            "mlflow_registry_uri": mlflow_db,
+            "mlflow_server_url": server_url,
+            "data_dir": tmp_path,
+            "testing": True,
+        }
+    )
+
+
+@pytest.fixture
+def direct_app(registry_db_url, mlflow_db_url, mlflow_uri, tmp_path):
+    app = direct(registry_db_url, mlflow_db_url, mlflow_uri, tmp_path)
+    yield app
+    get_services_of(app).close()
+
+
+def count_http_to(url: str, monkeypatch) -> list[str]:
+    calls: list[str] = []
+    send = requests.Session.send
+
+    def counting(self, request, **kwargs):
+        if request.url.startswith(url):
+            calls.append(request.url)
+        return send(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", counting)
+    return calls
+
+
+def test_reads_go_to_mlflow_s_database_and_artifacts_through_its_server(
+    direct_app, client, auth, model_name, mlflow_client, mlflow_uri, monkeypatch
+):
+    services = get_services_of(direct_app)
+    assert services.gateway.direct and services.gateway.schema_problem is None
+    direct_client = direct_app.test_client()
+    run_id, estimator = log_sklearn(mlflow_client, 0.5)
+    created = direct_client.post(
+        "/api/v1/models", headers=auth("requester"), json={"name": model_name}
+    )
+    assert created.status_code == 201
+    registered = direct_client.post(
+        f"/api/v1/models/{model_name}/versions", headers=auth("requester"), json={"run_id": run_id}
+    )
+    assert registered.status_code == 201, registered.json  # the artifact check went via HTTP
+
+    calls = count_http_to(mlflow_uri, monkeypatch)
+    mine = direct_client.get(f"/api/v1/models/{model_name}/versions/1", headers=auth("viewer"))
+    assert mine.status_code == 200 and calls == []  # no HTTP hop for a read
+    theirs = client.get(f"/api/v1/models/{model_name}/versions/1", headers=auth("viewer"))
+    assert mine.json == theirs.json  # the remote mode sees the same version
+
+    request = direct_client.post(
+        "/api/v1/promotions",
+        headers=auth("requester"),
+        json={
+            "model_name": model_name,
+            "version": 1,
+            "target_stage": "Production",
+            "reason": "direct",
+        },
+    ).json
+    for approver in ("approver", "approver2"):
+        done = direct_client.post(
+            f"/api/v1/promotions/{request['id']}/approve", headers=auth(approver), json={}
+        )
+    assert done.json["status"] == "executed"
+    assert mlflow_client.get_model_version(model_name, "1").current_stage == "Production"
+
+    rows = [{"a": 0.9, "b": 0.3}, {"a": 0.2, "b": 0.3}]
+    answer = direct_client.post(
+        f"/api/v1/models/{model_name}/predict",
+        headers=auth("viewer"),
+        json={"dataframe_records": rows},
+    )
+    assert answer.status_code == 200, answer.json
+    assert answer.json["predictions"] == [int(p) for p in estimator.predict(pd.DataFrame(rows))]
+    assert any("/mlflow-artifacts/" in c or "artifacts" in c for c in calls)
+
+
+@pytest.fixture
+def stale_mlflow_db(pg_server_url, tmp_path):
+    url = create_database(pg_server_url, "mlflow_stale")
+    SqlAlchemyStore(url, str(tmp_path / "artifacts")).engine.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000oldrev'"))
+    engine.dispose()
+    return url
+
+
+def test_a_schema_mismatch_is_refused_at_start_and_ready_says_why(
+    registry_db_url, stale_mlflow_db, mlflow_uri, auth, tmp_path
+):
+    app = direct(registry_db_url, stale_mlflow_db, mlflow_uri, tmp_path)
+    try:
+        client = app.test_client()
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        detail = ready.json["dependencies"]["mlflow"]["detail"]
+        assert "0000oldrev" in detail and "expects" in detail
+        refused = client.get("/api/v1/models", headers=auth("viewer"))
+        assert refused.status_code == 503 and refused.json["code"] == "mlflow-unavailable"
+    finally:
+        get_services_of(app).close()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "MLFLOW_"))}
+    env.update(
+        REGISTRY_DATABASE_URL=registry_db_url,
+        MLFLOW_TRACKING_URI=stale_mlflow_db,
+        REGISTRY_MLFLOW_SERVER_URL=mlflow_uri,
+        REGISTRY_DATA_DIR=str(tmp_path),
+    )
+    serve = subprocess.run(
+        [str(Path(sys.executable).parent / "registry-service"), "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert serve.returncode != 0
+    assert "refusing to start" in serve.stderr and "0000oldrev" in serve.stderr
+
+
+def test_an_empty_database_is_refused_and_left_empty(
+    registry_db_url, pg_server_url, mlflow_uri, tmp_path
+):
+    empty = create_database(pg_server_url, "not_mlflow")
+    app = direct(registry_db_url, empty, mlflow_uri, tmp_path)
+    try:
+        ready = app.test_client().get("/ready")
+        assert "no MLflow schema" in ready.json["dependencies"]["mlflow"]["detail"]
+    finally:
+        get_services_of(app).close()
+    engine = sa.create_engine(empty)
+    assert sa.inspect(engine).get_table_names() == []  # nothing was created there
+    engine.dispose()
