@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/promotion_latency.py
 	$(BIN)/python bench/audit_scale.py
 	$(BIN)/python bench/runs_latency.py
+	$(BIN)/python bench/read_path.py
 	$(BIN)/python bench/serving_latency.py
 
 clean:
