@@ -30,6 +30,15 @@ class ModelLoadFailed(Exception):
     """The version could not be loaded; callers fall back or answer 503."""
 
 
+class ModelRefusedInput(ModelLoadFailed):
+    """The model raised ValueError or TypeError on this input (NaN, a shape it cannot
+    take): the input's fault when the previous holder refuses it too, or none exists."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass
 class LoadedModel:
     name: str

@@ -47,7 +47,12 @@ from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
 from registry_service.services.history import HistoryService
 from registry_service.serving import payload
-from registry_service.serving.cache import LoadedModel, ModelCache, ModelLoadFailed
+from registry_service.serving.cache import (
+    LoadedModel,
+    ModelCache,
+    ModelLoadFailed,
+    ModelRefusedInput,
+)
 from registry_service.serving.predlog import PredictionLogWriter, PredictionRecord
 from registry_service.serving.routing import DeploymentSpec, Variant, choose
 
@@ -449,6 +454,9 @@ class ServingService:
             raise ModelLoadFailed(f"predict failed: {str(exc)[:200]}") from exc
         except (ValidationError, MemoryError):
             raise
+        except (ValueError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelRefusedInput(first, field_name) from exc
         except Exception as exc:  # the model's own code failed, not the input: fall back
             raise ModelLoadFailed(f"predict raised {type(exc).__name__}") from exc
 
@@ -467,6 +475,8 @@ class ServingService:
         if target is not None and target not in route.previous:
             previous = self.history.history(name).previous_holder(target)
         if previous is None or not route.spec.fallback or previous == version:
+            if isinstance(error, ModelRefusedInput):
+                raise _refused(error) from None
             raise ServingUnavailable(
                 f"version {version} of {name!r} cannot answer ({error}) and there is no "
                 "previous holder to fall back to",
@@ -475,6 +485,8 @@ class ServingService:
         try:
             loaded, result = self._run(name, previous, body, protocol)
         except ModelLoadFailed as second:
+            if isinstance(error, ModelRefusedInput) and isinstance(second, ModelRefusedInput):
+                raise _refused(error) from None  # both versions refuse it: the input's fault
             raise ServingUnavailable(
                 f"version {version} of {name!r} cannot answer ({error}), nor can the "
                 f"previous holder, version {previous} ({second})",
@@ -644,6 +656,10 @@ class ServingService:
                 "failed": self.writer.failed,
             },
         }
+
+
+def _refused(error: ModelRefusedInput) -> ValidationError:
+    return payload.invalid(error.field, f"the model refused this input: {error}")
 
 
 def _spec(row: DeploymentRow) -> DeploymentSpec:

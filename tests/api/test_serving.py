@@ -474,3 +474,14 @@ def test_another_process_follows_a_move_through_the_change_counter(client, auth,
         assert other.serving.poll() == []
     finally:
         other.close()
+
+
+def test_input_the_model_itself_refuses_is_a_422_not_a_fallback(client, auth, served, services):
+    model, _ = served
+    promote(client, auth, model, 2)
+    services.serving.refresh(model)
+    nan = predict(client, auth, model, {"dataframe_records": [{"a": None, "b": 0.1}]})
+    assert nan.status_code == 422, nan.json
+    assert nan.json["errors"][0]["field"] == "dataframe_records"
+    assert "NaN" in nan.json["errors"][0]["message"]
+    assert fallback_events(services, model) == []  # both versions refused it: not a failure
