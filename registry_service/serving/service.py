@@ -162,21 +162,7 @@ class ServingService:
         spec = DeploymentSpec.parse(body)
         self.gateway.get_registered_model(name)
         with self.db.transaction() as session:
-            row = session.execute(
-                select(DeploymentRow).where(DeploymentRow.model_name == name).with_for_update()
-            ).scalar_one_or_none()
-            current = _spec(row) if row is not None else DeploymentSpec.default()
-            if row is not None and if_match is None:
-                raise PreconditionRequired(
-                    "this model has a deployment: send If-Match with the ETag from GET",
-                    etag=etag_of(current),
-                )
-            if if_match is not None and if_match.strip() not in ("*", etag_of(current)):
-                raise PreconditionFailed(
-                    f"the deployment is at ETag {etag_of(current)}, not {if_match.strip()}: "
-                    "read it again and retry",
-                    etag=etag_of(current),
-                )
+            row, current = _locked(session, name, if_match)
             if row is None:
                 row = DeploymentRow(
                     model_name=name, spec=spec.to_json(), revision=1, updated_by=ctx.actor
@@ -203,21 +189,9 @@ class ServingService:
         check_model_name(name)
         self.gateway.get_registered_model(name)
         with self.db.transaction() as session:
-            row = session.execute(
-                select(DeploymentRow).where(DeploymentRow.model_name == name).with_for_update()
-            ).scalar_one_or_none()
+            row, current = _locked(session, name, if_match)
             if row is None:
                 raise NotFound(f"{name!r} has no deployment of its own; it serves the default")
-            current = _spec(row)
-            if if_match is None:
-                raise PreconditionRequired(
-                    "send If-Match with the ETag from GET", etag=etag_of(current)
-                )
-            if if_match.strip() not in ("*", etag_of(current)):
-                raise PreconditionFailed(
-                    f"the deployment is at ETag {etag_of(current)}, not {if_match.strip()}",
-                    etag=etag_of(current),
-                )
             session.delete(row)
             self.audit.append(
                 session,
@@ -656,6 +630,29 @@ class ServingService:
                 "failed": self.writer.failed,
             },
         }
+
+
+def _locked(
+    session, name: str, if_match: str | None
+) -> tuple[DeploymentRow | None, DeploymentSpec]:
+    """The model's deployment row, locked, after the If-Match check: required once a
+    deployment exists (optimistic concurrency between editors)."""
+    row = session.execute(
+        select(DeploymentRow).where(DeploymentRow.model_name == name).with_for_update()
+    ).scalar_one_or_none()
+    current = _spec(row) if row is not None else DeploymentSpec.default()
+    if row is not None and if_match is None:
+        raise PreconditionRequired(
+            "this model has a deployment: send If-Match with the ETag from GET",
+            etag=etag_of(current),
+        )
+    if if_match is not None and if_match.strip() not in ("*", etag_of(current)):
+        raise PreconditionFailed(
+            f"the deployment is at ETag {etag_of(current)}, not {if_match.strip()}: "
+            "read it again and retry",
+            etag=etag_of(current),
+        )
+    return row, current
 
 
 def _refused(error: ModelRefusedInput) -> ValidationError:
