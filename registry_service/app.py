@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -59,7 +60,18 @@ def create_app(
     register_error_handlers(app)
     if not settings.serving_only:
         register_pages(app)
+    register_metrics(app)
     return app
+
+
+def register_metrics(app: Flask) -> None:
+    """``GET /metrics`` in Prometheus' text format, open to scrapers like the probes."""
+
+    def metrics():
+        body, headers = app.extensions[EXTENSION_KEY].metrics.render()
+        return body, 200, headers
+
+    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
 
 
 def register_services(app: Flask, settings: Settings, gateway: RegistryGateway | None) -> None:
@@ -72,10 +84,21 @@ def register_request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
 
+    @app.before_request
+    def start_clock() -> None:
+        g.started = time.perf_counter()
+
     @app.after_request
     def echo_request_id(response):
         if "request_id" in g:
             response.headers["X-Request-ID"] = g.request_id
+        if "started" in g:
+            # The route template, not the path: one series per endpoint, not per model.
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            metrics = app.extensions[EXTENSION_KEY].metrics
+            metrics.http_requests.labels(request.method, route, str(response.status_code)).observe(
+                time.perf_counter() - g.started
+            )
         return response
 
 

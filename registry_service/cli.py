@@ -218,6 +218,12 @@ def serve(
     host: str, port: int, workers: int, threads: int, keepalive: int, serving_only: bool
 ) -> None:
     """Serve the API under gunicorn."""
+    # Every worker writes its Prometheus samples here, so /metrics adds them all up. Set
+    # before anything imports prometheus_client: it picks its storage at import.
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="registry-metrics-")
     import atexit
 
     from gunicorn.app.base import BaseApplication
@@ -226,6 +232,16 @@ def serve(
     from registry_service.services.container import EXTENSION_KEY
 
     settings = _settings().with_overrides(serving_only=serving_only)
+    if settings.embedded_mlflow:
+        # Create the embedded MLflow store once, here: workers racing to create its
+        # tables on a fresh data directory fail to boot.
+        from registry_service.gateway.mlflow_gateway import MlflowGateway
+
+        MlflowGateway(
+            settings.mlflow_tracking_uri,
+            settings.mlflow_registry_uri,
+            artifact_root=settings.artifact_root,
+        )
     if settings.direct_mlflow:
         from registry_service.gateway.mlflow_gateway import mlflow_schema_problem
 
@@ -242,6 +258,7 @@ def serve(
             self.cfg.set("accesslog", "-")
             self.cfg.set("timeout", 60)
             self.cfg.set("keepalive", keepalive)
+            self.cfg.set("child_exit", _child_exit)
 
         def load(self):
             # Runs in each worker: preloaded deployments load before it takes requests.
@@ -259,6 +276,12 @@ def serve(
         click.echo(f"  review page: {base}/review  (approvers)")
     click.echo(f"  predict:     POST {base}/api/v1/models/<name>/predict")
     _Server().run()
+
+
+def _child_exit(server, worker) -> None:
+    from registry_service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
 
 
 def _register_client_commands() -> None:

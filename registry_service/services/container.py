@@ -10,6 +10,7 @@ from registry_service.config import Settings
 from registry_service.db.database import Database
 from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
+from registry_service.metrics import Metrics
 from registry_service.services.audit import AuditLog
 from registry_service.services.evaluation import EvaluationService
 from registry_service.services.experiments import ExperimentService
@@ -43,6 +44,7 @@ class Services:
     idempotency: IdempotencyKeys
     verifications: VerificationJobs
     serving: ServingService
+    metrics: Metrics
 
     def close(self) -> None:
         self.serving.stop()
@@ -68,6 +70,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
     policies = PolicyService(gateway, db, audit)
     history = HistoryService(gateway, db)
     promotions = PromotionService(gateway, db, audit, policies, models, NamedLocks(db), history)
+    metrics = Metrics()
     serving = ServingService(
         gateway,
         db,
@@ -77,15 +80,21 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
             PyfuncLoader(gateway, work_dir(settings.data_dir)),
             max_models=settings.serving_cache_models,
             max_bytes=settings.serving_cache_bytes,
+            on_load=lambda model, seconds, ok: metrics.model_loads.labels(
+                model, "ok" if ok else "failed"
+            ).observe(seconds),
         ),
         PredictionLogWriter(
             db,
             max_queue=settings.prediction_log_queue,
             field_bytes=settings.prediction_log_field_bytes,
+            dropped=metrics.log_dropped,
         ),
         poll_seconds=settings.serving_poll_seconds,
+        metrics=metrics,
     )
     return Services(
+        metrics=metrics,
         serving=serving,
         settings=settings,
         db=db,

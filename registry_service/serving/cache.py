@@ -114,8 +114,11 @@ class ModelCache:
         loader: Callable[[str, int], LoadedModel],
         max_models: int = 8,
         max_bytes: int = 2 * 1024**3,
+        on_load: Callable[[str, float, bool], None] | None = None,
     ) -> None:
+        """``on_load(name, seconds, succeeded)`` hears of every load attempt."""
         self.loader = loader
+        self.on_load = on_load
         self.max_models = max_models
         self.max_bytes = max_bytes
         self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
@@ -145,12 +148,17 @@ class ModelCache:
                     return loaded
             if slot.failed_at and time.monotonic() - slot.failed_at < FAILURE_MEMORY_SECONDS:
                 raise ModelLoadFailed(slot.failure or "the last load failed")
+            started = time.perf_counter()
             try:
                 loaded = self.loader(name, version)
             except ModelLoadFailed as exc:
+                if self.on_load is not None:
+                    self.on_load(name, time.perf_counter() - started, False)
                 slot.failed_at, slot.failure = time.monotonic(), str(exc)
                 log.warning("could not load %s version %s: %s", name, version, exc)
                 raise
+            if self.on_load is not None:
+                self.on_load(name, time.perf_counter() - started, True)
             slot.failed_at = slot.failure = None
             loaded.hits = 1
             with self._lock:

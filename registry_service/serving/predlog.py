@@ -57,9 +57,12 @@ class PredictionLogWriter:
         batch_size: int = 500,
         flush_seconds: float = 1.0,
         field_bytes: int = 16 * 1024,
+        dropped: Any = None,
     ) -> None:
+        """``dropped``: a counter (Prometheus) to count dropped records in, too."""
         self.db = db
         self.field_bytes = field_bytes
+        self._dropped_counter = dropped
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self._queue: queue.Queue[PredictionRecord] = queue.Queue(max_queue)
@@ -82,6 +85,8 @@ class PredictionLogWriter:
             with self._idle:
                 self._pending -= 1
             self.dropped += 1
+            if self._dropped_counter is not None:
+                self._dropped_counter.inc()
 
     def _ensure_started(self) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -43,6 +43,7 @@ from registry_service.errors import (
     ValidationError,
 )
 from registry_service.gateway.base import RegistryGateway
+from registry_service.metrics import Metrics
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
 from registry_service.services.history import HistoryService
@@ -122,8 +123,10 @@ class ServingService:
         cache: ModelCache,
         writer: PredictionLogWriter,
         poll_seconds: float = 0.5,
+        metrics: Metrics | None = None,
     ) -> None:
         self.gateway = gateway
+        self.metrics = metrics or Metrics()
         self.db = db
         self.audit = audit
         self.history = history
@@ -140,6 +143,8 @@ class ServingService:
         self.fallbacks = 0
         self.swaps = 0
         self.preloaded: bool | None = None
+        self.polls = 0
+        self.watch_error: str | None = None
 
     # -- deployments
 
@@ -242,6 +247,10 @@ class ServingService:
                     self.cache.get(name, version)
             old = self._routes.get(name)
             self._routes[name] = route
+            for target, version in route.holders.items():
+                gauge = self.metrics.serving_version.labels(name, _describe(target))
+                gauge.set(version if version is not None else 0)
+            self.metrics.loaded_models.set(len(self.cache.loaded()))
             if old is not None and old.holders != route.holders:
                 self.swaps += 1
             return route
@@ -294,12 +303,14 @@ class ServingService:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.poll()
-            except Exception:  # a database blip must not end the watcher; retried next tick
+            except Exception as exc:  # a database blip must not end the watcher; retried
+                self.watch_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.exception("serving watcher could not check for changes")
 
     def poll(self) -> list[str]:
         """Rebuild the routes of models changed since the last poll, or not refreshed for
         a while; returns the names rebuilt."""
+        self.polls += 1
         with self.db.read() as session:
             changed = session.execute(
                 select(ModelChangeRow.model_name, ModelChangeRow.generation).where(
@@ -467,6 +478,7 @@ class ServingService:
                 model_version=version,
             ) from None
         self.fallbacks += 1
+        self.metrics.fallbacks.labels(name, str(version)).inc()
         self._note_fallback(ctx, name, version, previous, target, str(error))
         return loaded, result
 
@@ -514,6 +526,10 @@ class ServingService:
         inputs: Any,
         outputs: Any,
     ) -> None:
+        elapsed = time.perf_counter() - started
+        self.metrics.predictions.labels(
+            name, str(version or ""), variant.name if variant else "", status
+        ).observe(elapsed)
         self.writer.submit(
             PredictionRecord(
                 request_id=ctx.request_id or "",
@@ -524,7 +540,7 @@ class ServingService:
                 principal=ctx.actor,
                 status=status,
                 fallback=fallback,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                latency_ms=round(elapsed * 1000, 3),
                 inputs=inputs,
                 outputs=outputs,
                 created_at=utcnow(),
@@ -623,6 +639,12 @@ class ServingService:
             "routes": routes,
             "fallbacks": self.fallbacks,
             "swaps": self.swaps,
+            "watcher": {
+                "alive": self._watcher is not None and self._watcher.is_alive(),
+                "seen_generation": self._seen_generation,
+                "polls": self.polls,
+                "last_error": self.watch_error,
+            },
             "evictions": self.cache.evictions,
             "prediction_log": {
                 "written": self.writer.written,

@@ -485,3 +485,29 @@ def test_input_the_model_itself_refuses_is_a_422_not_a_fallback(client, auth, se
     assert nan.json["errors"][0]["field"] == "dataframe_records"
     assert "NaN" in nan.json["errors"][0]["message"]
     assert fallback_events(services, model) == []  # both versions refused it: not a failure
+
+
+def test_metrics_count_predictions_and_show_what_is_live(client, auth, served):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    model, _ = served
+    for _ in range(3):
+        assert predict(client, auth, model, {"inputs": [ROW]}).status_code == 200
+    assert predict(client, auth, model, {"inputs": [{"a": 1.0}]}).status_code == 422
+    scraped = client.get("/metrics")
+    assert scraped.status_code == 200 and scraped.content_type.startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped.get_data(as_text=True))
+        for s in family.samples
+    }
+
+    def prediction_count(status):
+        labels = (("model", model), ("status", status), ("variant", "default"), ("version", "1"))
+        return samples[("registry_prediction_duration_seconds_count", labels)]
+
+    assert prediction_count("ok") == 3 and prediction_count("invalid") == 1
+    assert samples[("registry_serving_version", (("model", model), ("target", "Production")))] == 1
+    route = "/api/v1/models/<string:name>/predict"
+    http = (("method", "POST"), ("route", route), ("status", "200"))
+    assert samples[("registry_http_request_duration_seconds_count", http)] == 3

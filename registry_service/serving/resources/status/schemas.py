@@ -35,6 +35,13 @@ class PredictionLogStatsSchema(Schema):
     failed = ma.fields.Integer(metadata={"description": "Database refused the batch"})
 
 
+class WatcherSchema(Schema):
+    alive = ma.fields.Boolean(metadata={"description": "Following moves made anywhere"})
+    seen_generation = ma.fields.Integer(allow_none=True)
+    polls = ma.fields.Integer()
+    last_error = ma.fields.String(allow_none=True)
+
+
 class ServingStatusSchema(Schema):
     process = ma.fields.Integer(metadata={"description": "Process id that answered"})
     models = ma.fields.List(ma.fields.Nested(LoadedModelSchema))
@@ -43,3 +50,4 @@ class ServingStatusSchema(Schema):
     swaps = ma.fields.Integer()
     evictions = ma.fields.Integer()
     prediction_log = ma.fields.Nested(PredictionLogStatsSchema)
+    watcher = ma.fields.Nested(WatcherSchema)
