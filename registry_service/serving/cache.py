@@ -6,7 +6,9 @@ loaded model takes (a pickled estimator unpickles to about its file size).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -47,7 +49,6 @@ class LoadedModel:
     size_bytes: int
     load_seconds: float
     loaded_at: datetime
-    path: Path | None = None
     hits: int = 0
 
     @property
@@ -70,7 +71,14 @@ def _dir_size(path: Path) -> int:
 
 
 class PyfuncLoader:
-    """Downloads a version's artifacts through the gateway and loads them as pyfunc."""
+    """Downloads a version's artifacts through the gateway and loads them as pyfunc.
+
+    Downloads are kept on disk under ``work_dir``, shared by every process on the host:
+    when a promotion reaches all workers at once, one downloads and the others wait for
+    it and load from disk; a restart loads from disk too. The folder is keyed by the
+    version's source and creation time, so a model re-created under an old name and
+    number is downloaded afresh.
+    """
 
     def __init__(self, gateway: Any, work_dir: Path) -> None:
         self.gateway = gateway
@@ -79,14 +87,11 @@ class PyfuncLoader:
     def __call__(self, name: str, version: int) -> LoadedModel:
         import mlflow.pyfunc
 
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        target = Path(tempfile.mkdtemp(prefix=f"v{version}-", dir=self.work_dir))
         try:
-            local = Path(self.gateway.download_model_version(name, version, str(target)))
+            local = self._local_copy(name, version)
             model = mlflow.pyfunc.load_model(str(local))
         except Exception as exc:
-            shutil.rmtree(target, ignore_errors=True)
             if isinstance(exc, RegistryError):
                 raise ModelLoadFailed(exc.detail) from exc
             raise ModelLoadFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
@@ -94,11 +99,34 @@ class PyfuncLoader:
             name=name,
             version=version,
             model=model,
-            size_bytes=_dir_size(target),
+            size_bytes=_dir_size(local),
             load_seconds=time.perf_counter() - started,
             loaded_at=utcnow(),
-            path=target,
         )
+
+    def _local_copy(self, name: str, version: int) -> Path:
+        import fcntl
+
+        mv = self.gateway.get_model_version(name, version)
+        identity = f"{name}\x00{version}\x00{mv.source}\x00{mv.created_at}"
+        key = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        root = self.work_dir / "artifacts"
+        root.mkdir(parents=True, exist_ok=True)
+        done = root / key
+        with open(root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # other processes wait for this download
+            if (done / "path").is_file():
+                return done / (done / "path").read_text()
+            shutil.rmtree(done, ignore_errors=True)  # what a crash mid-rename could leave
+            staging = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=root))
+            try:
+                local = Path(self.gateway.download_model_version(name, version, str(staging)))
+                (staging / "path").write_text(str(local.relative_to(staging)))
+                os.rename(staging, done)  # complete folders only, never half a download
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return done / (done / "path").read_text()
 
 
 @dataclass
@@ -171,10 +199,8 @@ class ModelCache:
             len(self._models) > self.max_models
             or sum(m.size_bytes for m in self._models.values()) > self.max_bytes
         ):
-            (_, evicted) = self._models.popitem(last=False)
+            self._models.popitem(last=False)
             self.evictions += 1
-            if evicted.path is not None:
-                shutil.rmtree(evicted.path, ignore_errors=True)
 
     def forget_failures(self) -> None:
         with self._lock:
@@ -187,7 +213,4 @@ class ModelCache:
 
     def clear(self) -> None:
         with self._lock:
-            models, self._models = list(self._models.values()), OrderedDict()
-        for model in models:
-            if model.path is not None:
-                shutil.rmtree(model.path, ignore_errors=True)
+            self._models = OrderedDict()

@@ -63,3 +63,38 @@ def test_a_failed_load_is_remembered_briefly_then_retried():
     with pytest.raises(ModelLoadFailed):
         cache.get("m", 9)
     assert len(loader.calls) == 2
+
+
+class DownloadingGateway:
+    """Stands in for MLflow: counts downloads of a tiny pyfunc-less folder."""
+
+    def __init__(self, created_at="2026-01-01"):
+        self.downloads = 0
+        self.created_at = created_at
+
+    def get_model_version(self, name, version):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(source=f"models:/m-{version}", created_at=self.created_at)
+
+    def download_model_version(self, name, version, dst_dir):
+        from pathlib import Path
+
+        self.downloads += 1
+        folder = Path(dst_dir) / "model"
+        folder.mkdir()
+        (folder / "MLmodel").write_text("flavors: {}\n")
+        return str(folder)
+
+
+def test_downloads_are_shared_on_disk_and_keyed_by_the_version_s_identity(tmp_path):
+    from registry_service.serving.cache import PyfuncLoader
+
+    gateway = DownloadingGateway()
+    first, second = PyfuncLoader(gateway, tmp_path), PyfuncLoader(gateway, tmp_path)
+    one = first._local_copy("m", 1)
+    assert (one / "MLmodel").is_file() and gateway.downloads == 1
+    assert second._local_copy("m", 1) == one and gateway.downloads == 1  # another process
+    recreated = PyfuncLoader(DownloadingGateway(created_at="2026-02-02"), tmp_path)
+    assert recreated._local_copy("m", 1) != one  # same name and number, new model
+    assert not [p for p in (tmp_path / "artifacts").iterdir() if p.name.count("-") == 1]
