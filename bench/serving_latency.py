@@ -32,7 +32,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.version_latency import row, start_service, stop  # noqa: E402
+from bench.version_latency import row, sequential, start_service, stop, throughput  # noqa: E402
 from tests.rig import MlflowServer, Postgres, create_database, free_port  # noqa: E402
 
 FEATURES = [f"f{i}" for i in range(8)]
@@ -65,38 +65,6 @@ def save_pipeline(folder: Path, seed: int) -> None:
         signature=infer_signature(frame, model.predict(frame)),
         pip_requirements=["scikit-learn"],
     )
-
-
-def post_latencies(url: str, headers: dict, body: dict, n: int, keep_alive: bool) -> list[float]:
-    session = requests.Session() if keep_alive else None
-    for _ in range(10):
-        (session or requests).post(url, headers=headers, json=body, timeout=10).raise_for_status()
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        answer = (session or requests).post(url, headers=headers, json=body, timeout=10)
-        samples.append((time.perf_counter() - started) * 1000)
-        answer.raise_for_status()
-    return samples
-
-
-def post_throughput(url: str, headers: dict, body: dict, seconds: float, clients: int) -> float:
-    deadline = time.monotonic() + seconds
-    counts = [0] * clients
-
-    def client(i: int) -> None:
-        with requests.Session() as session:
-            while time.monotonic() < deadline:
-                session.post(url, headers=headers, json=body, timeout=10).raise_for_status()
-                counts[i] += 1
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.monotonic() - started)
 
 
 def wait_up(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -322,12 +290,12 @@ def main() -> None:
         )
         mlflow_new = row(
             "mlflow models serve (2 workers), new connection",
-            post_latencies(scoring_url, {}, BODY, n, keep_alive=False),
-            post_throughput(scoring_url, {}, BODY, secs, clients),
+            sequential(scoring_url, {}, n, keep_alive=False, body=BODY),
+            throughput(scoring_url, {}, secs, clients, body=BODY),
         )
         mlflow_kept = row(
             "mlflow models serve (2 workers), kept-alive",
-            post_latencies(scoring_url, {}, BODY, n, keep_alive=True),
+            sequential(scoring_url, {}, n, keep_alive=True, body=BODY),
         )
         baselines = [mlflow_new["p95"], mlflow_kept["p95"]]
         baseline_rps = [mlflow_new["rps"]]
@@ -336,12 +304,12 @@ def main() -> None:
             processes.append(mlserver)
             mlserver_new = row(
                 "MLServer 1.7.1 V2 infer, new connection",
-                post_latencies(mlserver_url, {}, V2_BODY, n, keep_alive=False),
-                post_throughput(mlserver_url, {}, V2_BODY, secs, clients),
+                sequential(mlserver_url, {}, n, keep_alive=False, body=V2_BODY),
+                throughput(mlserver_url, {}, secs, clients, body=V2_BODY),
             )
             mlserver_kept = row(
                 "MLServer 1.7.1 V2 infer, kept-alive",
-                post_latencies(mlserver_url, {}, V2_BODY, n, keep_alive=True),
+                sequential(mlserver_url, {}, n, keep_alive=True, body=V2_BODY),
             )
             baselines += [mlserver_new["p95"], mlserver_kept["p95"]]
             baseline_rps.append(mlserver_new["rps"])
@@ -351,17 +319,17 @@ def main() -> None:
             print("MLServer: not measured (pass --mlserver PATH; see the module docstring)")
         ours_new = row(
             "registry-service predict (2x8, auth, log), new connection",
-            post_latencies(ours_url, predictor, BODY, n, keep_alive=False),
-            post_throughput(ours_url, predictor, BODY, secs, clients),
+            sequential(ours_url, predictor, n, keep_alive=False, body=BODY),
+            throughput(ours_url, predictor, secs, clients, body=BODY),
         )
         ours_kept = row(
             "registry-service predict (2x8, auth, log), kept-alive",
-            post_latencies(ours_url, predictor, BODY, n, keep_alive=True),
+            sequential(ours_url, predictor, n, keep_alive=True, body=BODY),
         )
         v2_url = f"{base}/v2/models/bench-pipeline/infer"
         v2 = row(
             "registry-service V2 infer (2x8, auth, log), new connection",
-            post_latencies(v2_url, predictor, V2_BODY, n, keep_alive=False),
+            sequential(v2_url, predictor, n, keep_alive=False, body=V2_BODY),
         )
         ratio = min(ours_new["p95"], ours_kept["p95"], v2["p95"]) / min(baselines)
         print(f"\nours p95 / the best baseline p95: {ratio:.2f}   (target <= 1.0, aim 0.5)")

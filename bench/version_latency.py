@@ -35,14 +35,24 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def sequential(url: str, headers: dict, n: int, keep_alive: bool) -> list[float]:
+def sequential(
+    url: str, headers: dict, n: int, keep_alive: bool, body: dict | None = None
+) -> list[float]:
+    """Latencies of ``n`` calls after a warm-up: GET, or POST of ``body``."""
     session = requests.Session() if keep_alive else None
+
+    def call():
+        client = session or requests
+        if body is None:
+            return client.get(url, headers=headers, timeout=10)
+        return client.post(url, headers=headers, json=body, timeout=10)
+
     for _ in range(10):  # warm-up: caches, pools, JIT-free but still first-touch costs
-        (session or requests).get(url, headers=headers, timeout=10).raise_for_status()
+        call().raise_for_status()
     latencies = []
     for _ in range(n):
         started = time.perf_counter()
-        response = (session or requests).get(url, headers=headers, timeout=10)
+        response = call()
         latencies.append((time.perf_counter() - started) * 1000)
         response.raise_for_status()
     return latencies
@@ -59,16 +69,22 @@ def timed(call, n: int) -> list[float]:
     return latencies
 
 
-def throughput(url: str, headers: dict, seconds: float, threads: int) -> float:
-    """Requests/s from ``threads`` kept-alive clients, for a bounded time."""
+def throughput(
+    url: str, headers: dict, seconds: float, threads: int, body: dict | None = None
+) -> float:
+    """Requests/s from ``threads`` kept-alive clients, for a bounded time (GET, or POST
+    of ``body``)."""
     deadline = time.monotonic() + seconds
     counts = [0] * threads
 
     def worker(i: int) -> None:
-        session = requests.Session()
-        while time.monotonic() < deadline:
-            session.get(url, headers=headers, timeout=10).raise_for_status()
-            counts[i] += 1
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                if body is None:
+                    session.get(url, headers=headers, timeout=10).raise_for_status()
+                else:
+                    session.post(url, headers=headers, json=body, timeout=10).raise_for_status()
+                counts[i] += 1
 
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     started = time.monotonic()

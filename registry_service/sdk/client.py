@@ -247,14 +247,18 @@ class RegistryClient:
             "POST", f"/models/{name}/versions/{version}/evaluate", json={"dry_run": dry_run}
         )
 
-    def wait(self, request_id: int, timeout: float, interval: float = 2.0) -> dict:
+    def wait(
+        self, request_id: int, timeout: float, interval: float = 2.0, last: dict | None = None
+    ) -> dict:
         """Poll until the request ends or ``timeout`` seconds pass; the last state.
 
         A service that restarts or is briefly unreachable meanwhile is waited for, up to
-        the same deadline; if it is still unreachable then, ``Unreachable`` is raised.
+        the same deadline; if it is still unreachable then, ``Unreachable`` is raised,
+        naming the status last seen (``last``: the state already in hand, e.g. the
+        answer that created the request, for a service gone before the first poll).
         """
         deadline = time.monotonic() + timeout
-        state = None
+        state = last
         while True:
             try:
                 state = self.promotion(request_id)

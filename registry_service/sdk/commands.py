@@ -360,7 +360,7 @@ def promote_request(
         name, version, reason, stage, alias, not no_archive, idempotency_key
     )
     if wait:
-        p = client.wait(p["id"], timeout)
+        p = client.wait(p["id"], timeout, last=p)
     emit(p, as_json, show_promotion)
     if wait and p["status"] in ("pending", "approved"):
         return EXIT_TIMEOUT
