@@ -89,6 +89,11 @@ class PromotionNotFound(NotFound):
     title = "Promotion request not found"
 
 
+class TargetNotHeld(NotFound):
+    code = "target-not-held"
+    title = "No version holds this target"
+
+
 class SelfApproval(PermissionDenied):
     code = "self-approval"
     title = "Requesters may not approve their own request"

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from registry_service.errors import (
     PreconditionFailed,
     PreconditionRequired,
     ServingUnavailable,
+    TargetNotHeld,
     ValidationError,
 )
 from registry_service.gateway.base import RegistryGateway
@@ -55,18 +57,13 @@ from registry_service.serving.cache import (
     ModelRefusedInput,
 )
 from registry_service.serving.predlog import PredictionLogWriter, PredictionRecord
-from registry_service.serving.routing import DeploymentSpec, Variant, choose
+from registry_service.serving.routing import DeploymentSpec, Variant, choose, sticky_subject
 
 log = logging.getLogger(__name__)
 # Re-read holders this often even without a change we recorded: moves made in MLflow
 # behind the registry's back are picked up too.
 REFRESH_SECONDS = 30.0
 MAX_FEEDBACK = 1000
-
-
-class TargetNotHeld(NotFound):
-    code = "target-not-held"
-    title = "No version holds this target"
 
 
 @dataclass(frozen=True)
@@ -362,11 +359,13 @@ class ServingService:
         body: Any,
         *,
         pin: Pin | None = None,
-        subject: str | None = None,
+        headers: Mapping[str, str] | None = None,
         protocol: str = "mlflow",
     ) -> Prediction:
+        """``headers`` and ``body`` carry the sticky subject the deployment names."""
         started = time.perf_counter()
         route = self.route(name)
+        subject = sticky_subject(route.spec.sticky_by, headers or {}, body)
         variant: Variant | None = None
         target: Target | None = None
         if pin and pin.version is not None:

@@ -11,7 +11,7 @@ from flask.views import MethodView
 
 from registry_service.api import Blueprint
 from registry_service.auth import current_context
-from registry_service.errors import ServingUnavailable
+from registry_service.errors import ServingUnavailable, TargetNotHeld
 from registry_service.services.container import get_services
 from registry_service.serving import payload
 from registry_service.serving.cache import ModelLoadFailed
@@ -23,8 +23,7 @@ from registry_service.serving.resources.inference.schemas import (
     V2ModelReadySchema,
     V2ReadySchema,
 )
-from registry_service.serving.routing import sticky_subject
-from registry_service.serving.service import Pin, TargetNotHeld
+from registry_service.serving.service import Pin
 
 health_blp = Blueprint(
     "inference-health",
@@ -126,14 +125,12 @@ class _Infer(MethodView):
     def post(self, body, name, version=None):
         """Infer (V2): the deployment's split, or the version in the path"""
         serving = _serving()
-        route = serving.route(name)
-        subject = sticky_subject(route.spec.sticky_by, request.headers, body)
         result = serving.predict(
             current_context(),
             name,
             body,
             pin=Pin(version=version),
-            subject=subject,
+            headers=request.headers,
             protocol="v2",
         )
         answer = {

@@ -16,7 +16,6 @@ from registry_service.serving.resources.predictions.schemas import (
     PredictRequestSchema,
     PredictResponseSchema,
 )
-from registry_service.serving.routing import sticky_subject
 from registry_service.serving.service import Pin
 
 blp = Blueprint(
@@ -54,9 +53,9 @@ class Predict(MethodView):
     def post(self, args, body, name):
         """Predict with the version the deployment routes to (or a pinned one)"""
         serving = get_services().serving
-        route = serving.route(name)
-        subject = sticky_subject(route.spec.sticky_by, request.headers, body)
-        result = serving.predict(current_context(), name, body, pin=pin_of(args), subject=subject)
+        result = serving.predict(
+            current_context(), name, body, pin=pin_of(args), headers=request.headers
+        )
         return (
             {
                 "predictions": result.predictions,
