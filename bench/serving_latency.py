@@ -115,6 +115,14 @@ def cli(env: dict, *args: str) -> str:
     return done.stdout
 
 
+def issue_tokens(env: dict, roles: dict[str, str]) -> dict[str, str]:
+    """A token per key, with the role named for it."""
+    return {
+        key: cli(env, "tokens", "create", "--name", f"bench-{key}", "--role", role).split()[-1]
+        for key, role in roles.items()
+    }
+
+
 def promote(base: str, tokens: dict, model: str, version: int) -> float:
     """Request and approve Production; returns when the executing approval answered."""
     created = requests.post(
@@ -245,10 +253,7 @@ def main() -> None:
             "approver2": "approver",
             "predictor": "predictor",
         }
-        tokens = {
-            key: cli(env, "tokens", "create", "--name", f"bench-{key}", "--role", role).split()[-1]
-            for key, role in roles.items()
-        }
+        tokens = issue_tokens(env, roles)
         our_port = free_port()
         processes.append(start_service(env, our_port))
         base = f"http://127.0.0.1:{our_port}"

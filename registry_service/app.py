@@ -14,6 +14,7 @@ from registry_service.config import Settings
 from registry_service.domain.names import INT32_MAX
 from registry_service.errors import RegistryError
 from registry_service.gateway.base import RegistryGateway
+from registry_service.metrics import StateCollector
 from registry_service.services.container import EXTENSION_KEY, build_services
 from registry_service.web import register_pages
 
@@ -67,8 +68,11 @@ def create_app(
 def register_metrics(app: Flask) -> None:
     """``GET /metrics`` in Prometheus' text format, open to scrapers like the probes."""
 
+    services = app.extensions[EXTENSION_KEY]
+    state = StateCollector(services.monitoring.gauges, services.db.ping, services.gateway.ping)
+
     def metrics():
-        body, headers = app.extensions[EXTENSION_KEY].metrics.render()
+        body, headers = services.metrics.render(state)
         return body, 200, headers
 
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
@@ -120,6 +124,10 @@ def register_api(app: Flask) -> Api:
 
 
 def register_blueprints(api: Api, serving_only: bool = False) -> None:
+    from registry_service.monitoring.resources.abtests.routes import blp as abtests_blp
+    from registry_service.monitoring.resources.alerts.routes import blp as alerts_blp
+    from registry_service.monitoring.resources.drift.routes import blp as drift_blp
+    from registry_service.monitoring.resources.figures.routes import blp as monitoring_blp
     from registry_service.resources.audit.routes import blp as audit_blp
     from registry_service.resources.auth.routes import blp as auth_blp
     from registry_service.resources.experiments.routes import blp as experiments_blp
@@ -139,10 +147,11 @@ def register_blueprints(api: Api, serving_only: bool = False) -> None:
 
     governance = (promotions_blp, models_blp, lifecycle_blp, policies_blp)
     serving = (predictions_blp, deployments_blp, status_blp)
+    monitoring = (monitoring_blp, abtests_blp, drift_blp, alerts_blp)
     records = (audit_blp, experiments_blp, runs_blp, auth_blp)
     # Registration order is the order of Swagger UI's sections: an approver's first.
     # Serving-only processes (scaled out for inference) carry the serving layer alone.
-    versioned = serving if serving_only else governance + serving + records
+    versioned = serving if serving_only else governance + serving + monitoring + records
     for blp in versioned:
         api.register_blueprint(blp, url_prefix="/api/v1" + (blp.url_prefix or ""))
     for blp in (inference_blp, inference_health_blp, health_blp):

@@ -169,8 +169,9 @@ def promotions() -> None:
 @promotions.command("sweep")
 def promotions_sweep() -> None:
     """Expire overdue requests, execute approved ones whose execution stalled, settle
-    MLflow writes whose outcome was never confirmed, and forget idempotency keys and
-    logged predictions past their retention (cron)."""
+    MLflow writes whose outcome was never confirmed, forget idempotency keys and logged
+    predictions past their retention, end A/B tests past their maximum duration, evaluate
+    alert rules and refresh drift reports (cron)."""
     from registry_service.services.container import build_services
 
     settings = _settings()
@@ -179,8 +180,12 @@ def promotions_sweep() -> None:
         # First: it needs only the database, so an MLflow outage cannot hold it up.
         purged = services.idempotency.purge(timedelta(hours=settings.idempotency_retention_hours))
         predictions = services.serving.purge(timedelta(days=settings.prediction_retention_days))
+        rollups = services.monitoring.purge(timedelta(days=settings.monitoring_retention_days))
         counts = services.promotions.sweep(_ctx())
         intents = services.models.settle_intents(_ctx())
+        tests_ended = services.monitoring.end_overdue_tests(_ctx())
+        alerts = services.monitoring.evaluate_alerts(_ctx())
+        drift = services.monitoring.refresh_drift()
     except RegistryError as exc:
         _fail(exc)
     finally:
@@ -189,7 +194,10 @@ def promotions_sweep() -> None:
         f"{counts['expired']} expired, {counts['executed_stalled']} stalled executed, "
         f"{intents['recorded']} unconfirmed MLflow writes recorded, {intents['failed']} found "
         f"not applied, {intents['unknown']} still unknown, {purged} idempotency keys purged, "
-        f"{predictions} logged predictions past retention purged"
+        f"{predictions} logged predictions and {rollups} minute rollups past retention "
+        f"purged, {tests_ended} A/B tests "
+        f"past their maximum duration concluded, {len(alerts)} alerts fired or resolved, "
+        f"{drift} drift reports refreshed"
     )
 
 

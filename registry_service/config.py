@@ -75,9 +75,14 @@ class Settings:
     serving_cache_models: int = 8
     serving_cache_bytes: int = 2 * 1024**3
     serving_poll_seconds: float = 0.5
+    # Off: no record of inputs and answers is kept (and no monitoring figures either).
+    prediction_log: bool = True
     prediction_log_queue: int = 10_000
     prediction_log_field_bytes: int = 16 * 1024
     prediction_retention_days: int = 30
+    # Monitoring: input rows sampled per version, variant and minute (drift reads them).
+    monitoring_sample_rows: int = 50
+    monitoring_retention_days: int = 90
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -126,12 +131,17 @@ class Settings:
                 env, "REGISTRY_SERVING_CACHE_BYTES", 2 * 1024**3, 1024**2, 1024**4
             ),
             serving_poll_seconds=_float(env, "REGISTRY_SERVING_POLL_SECONDS", 0.5),
+            prediction_log=_flag(env, "REGISTRY_PREDICTION_LOG", True),
             prediction_log_queue=_bounded(env, "REGISTRY_PREDICTION_LOG_QUEUE", 10_000, 1, 10**7),
             prediction_log_field_bytes=_bounded(
                 env, "REGISTRY_PREDICTION_LOG_FIELD_BYTES", 16 * 1024, 0, 1024**2
             ),
             prediction_retention_days=_bounded(
                 env, "REGISTRY_PREDICTION_RETENTION_DAYS", 30, 1, 3650
+            ),
+            monitoring_sample_rows=_bounded(env, "REGISTRY_MONITORING_SAMPLE_ROWS", 50, 0, 10_000),
+            monitoring_retention_days=_bounded(
+                env, "REGISTRY_MONITORING_RETENTION_DAYS", 90, 1, 3650
             ),
         )
 

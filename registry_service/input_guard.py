@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 
 from registry_service.errors import BadRequest, UnsupportedMediaType, ValidationError
 
@@ -58,6 +58,12 @@ def _is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or mimetype.endswith("+json")
 
 
+def _other_types_accepted() -> tuple[str, ...]:
+    """Media types besides JSON the matched view declares in ``accepts``."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(getattr(view, "view_class", None), "accepts", ())
+
+
 def check_request_input() -> None:
     """Refuse bad query strings, path values and bodies; 413 comes from Flask's
     MAX_CONTENT_LENGTH when the body is read."""
@@ -72,7 +78,9 @@ def check_request_input() -> None:
                 errors.append({"field": name, "location": location, "message": problem})
     if request.method in BODY_METHODS:
         raw = request.get_data(cache=True)
-        if raw:
+        if raw and request.mimetype in _other_types_accepted():
+            pass  # the view reads (and checks) its own non-JSON body
+        elif raw:
             if not _is_json(request.mimetype):
                 raise UnsupportedMediaType(
                     f"send the body as application/json, not {request.mimetype or 'untyped'}",

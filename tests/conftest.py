@@ -74,6 +74,8 @@ def app(registry_db_url, mlflow_uri):
             "mlflow_tracking_uri": mlflow_uri,
             "mlflow_registry_uri": mlflow_uri,
             "testing": True,
+            # Enough sampled rows per minute for drift tests to see a distribution.
+            "monitoring_sample_rows": 400,
         }
     )
     yield app

@@ -37,6 +37,10 @@ def log_sklearn(client, threshold: float, experiment: str = "serving-tests"):
     """A classifier of ``a > threshold``, with its signature; returns (run_id, estimator)."""
     frame = training_frame()
     model = LogisticRegression(C=100.0).fit(frame, (frame.a > threshold).astype(int))
+    return _log_estimator(client, model, frame, experiment), model
+
+
+def _log_estimator(client, model, frame: pd.DataFrame, experiment: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         mlflow.sklearn.save_model(
@@ -45,7 +49,7 @@ def log_sklearn(client, threshold: float, experiment: str = "serving-tests"):
             signature=infer_signature(frame, model.predict(frame)),
             pip_requirements=REQUIREMENTS,
         )
-        return _log(client, folder, experiment), model
+        return _log(client, folder, experiment)
 
 
 def log_unloadable(client, experiment: str = "serving-tests") -> str:
@@ -78,3 +82,12 @@ def log_raising(client, experiment: str = "serving-tests") -> str:
             pip_requirements=REQUIREMENTS,
         )
         return _log(client, folder, experiment)
+
+
+def log_regressor(client, slope: float, experiment: str = "serving-tests"):
+    """A linear regressor of ``slope * a + b``; returns (run_id, estimator)."""
+    from sklearn.linear_model import LinearRegression
+
+    frame = training_frame()
+    model = LinearRegression().fit(frame, slope * frame.a + frame.b)
+    return _log_estimator(client, model, frame, experiment), model

@@ -123,6 +123,7 @@ class ModelPolicyRow(Base):
     model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     auto_promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    monitoring: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(128))
@@ -344,3 +345,84 @@ class ServingFallbackMarkRow(Base):
     model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     model_version: Mapped[int] = mapped_column(Integer, primary_key=True)
     minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+
+
+class PredictionRollupRow(Base):
+    """One model version and variant's predictions in one minute (see monitoring.rollup)."""
+
+    __tablename__ = "prediction_rollups"
+    __table_args__ = (UniqueConstraint("model_name", "minute", "model_version", "variant"),)
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    minute: Mapped[datetime] = mapped_column(UTCDateTime)
+    model_version: Mapped[int] = mapped_column(Integer)  # 0: failed before a version was known
+    variant: Mapped[str] = mapped_column(String(64))  # "": not from a deployment's split
+    served: Mapped[dict[str, Any]] = mapped_column(JSON)
+    feedback: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sample: Mapped[list[Any]] = mapped_column(JSON, default=list)  # input rows, for drift
+
+
+class VersionReferenceRow(Base):
+    """The data a version was trained on, as a profile, for drift."""
+
+    __tablename__ = "version_references"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(32))  # run-profile | upload
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class AbTestRow(Base):
+    __tablename__ = "ab_tests"
+    __table_args__ = (Index("ix_ab_tests_model_name_status", "model_name", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    champion: Mapped[dict[str, Any]] = mapped_column(JSON)  # target, version
+    challenger: Mapped[dict[str, Any]] = mapped_column(JSON)
+    challenger_share: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(32))
+    min_samples: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)
+    max_hours: Mapped[float | None] = mapped_column(Float)
+    # The deployment before the test (None: there was none), restored when it ends.
+    previous_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_by: Mapped[str] = mapped_column(String(128))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(128))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    promotion_request_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class AlertRow(Base):
+    """One firing of one rule; resolved in place. At most one firing per model and rule."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_model_name_rule_state", "model_name", "rule", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    rule: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="firing")
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_figures: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    rollback_request_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class DriftReportRow(Base):
+    """The latest drift evaluation per model version (what /metrics and alerts show)."""
+
+    __tablename__ = "drift_reports"
+
+    model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)

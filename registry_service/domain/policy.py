@@ -11,8 +11,9 @@ from registry_service.domain.entities import Principal, Role, Stage
 from registry_service.domain.names import check_alias
 from registry_service.errors import ValidationError
 
-if TYPE_CHECKING:  # evaluation builds on this module
+if TYPE_CHECKING:  # evaluation and monitoring build on this module
     from registry_service.domain.evaluation import AutoPromotion
+    from registry_service.domain.monitoring import MonitoringPolicy
 
 ANY_ALIAS = "*"
 MAX_APPROVALS = 10
@@ -165,6 +166,7 @@ class Policy:
     updated_by: str | None = None
     defaults: tuple[PolicyRule, ...] = field(default=DEFAULT_RULES)
     auto_promotion: AutoPromotion | None = None
+    monitoring: MonitoringPolicy | None = None  # None: the default thresholds, no alerts
 
     @property
     def source(self) -> str:

@@ -138,6 +138,10 @@ class RegistryGateway(ABC):
     @abstractmethod
     def run_artifact_exists(self, run: Run, path: str) -> bool: ...
 
+    @abstractmethod
+    def read_run_artifact(self, run_id: str, path: str, max_bytes: int) -> bytes | None:
+        """A small run artifact's bytes; None when it is absent or larger than max_bytes."""
+
     # -- health
     @abstractmethod
     def ping(self) -> None:

@@ -7,6 +7,7 @@ import binascii
 import json
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -546,6 +547,17 @@ class MlflowGateway(RegistryGateway):
         with self._translate(errors.RunNotFound, f"run {run.run_id!r}"):
             entries = self.artifact_client.list_artifacts(run.run_id, parent or None)
         return any(entry.path.rstrip("/").rpartition("/")[2] == leaf for entry in entries)
+
+    def read_run_artifact(self, run_id, path, max_bytes):
+        parent, _, leaf = path.rpartition("/")
+        with self._translate(errors.RunNotFound, f"run {run_id!r}"):
+            entries = self.artifact_client.list_artifacts(run_id, parent or None)
+            entry = next((e for e in entries if e.path.rstrip("/").endswith(leaf)), None)
+            if entry is None or entry.is_dir or (entry.file_size or 0) > max_bytes:
+                return None
+            with tempfile.TemporaryDirectory() as tmp:
+                local = self.artifact_client.download_artifacts(run_id, path, tmp)
+                return Path(local).read_bytes()
 
     def ping(self):
         with self._translate(errors.NotFound, "registry"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import UTC, datetime, timedelta
 
 import marshmallow as ma
 
@@ -82,3 +84,52 @@ class ComparedMetricSchema(Schema):
         allow_none=True,
         metadata={"description": "Each value minus the first column's; null if it has none"},
     )
+
+
+_SPAN = re.compile(r"^(\d{1,6})([smhd])$")
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_SPAN = timedelta(days=400)
+
+
+def parse_span(text: str) -> timedelta:
+    """'90s', '15m', '1h', '7d' as a timedelta; ValueError otherwise."""
+    match = _SPAN.match(text.strip())
+    if not match:
+        raise ValueError("a span such as 90s, 15m, 1h or 7d")
+    span = timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
+    if not timedelta(0) < span <= MAX_SPAN:
+        raise ValueError("above 0 and at most 400 days")
+    return span
+
+
+class Span(ma.fields.Field):
+    """A duration written as 90s, 15m, 1h or 7d."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return parse_span(str(value))
+        except ValueError as exc:
+            raise ma.ValidationError(str(exc)) from None
+
+
+class Moment(ma.fields.Field):
+    """A time: ISO 8601 with a zone, 'now', or a span ago ('1h' is an hour ago)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = str(value).strip()
+        now = datetime.now(UTC)
+        if text == "now":
+            return now
+        try:
+            return now - parse_span(text)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ma.ValidationError(
+                "an ISO 8601 time with a zone, 'now', or a span ago such as 1h"
+            ) from None
+        if moment.tzinfo is None:
+            raise ma.ValidationError("give the time zone, e.g. 2026-11-23T10:00:00Z")
+        return moment.astimezone(UTC)

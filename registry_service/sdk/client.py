@@ -110,6 +110,18 @@ class RegistryClient:
             "GET", f"/models/{name}/versions", params={"stage": stage, "max_results": limit}
         )["versions"]
 
+    def monitoring(
+        self, name: str, version: int | None = None, since: str = "1h", until: str = "now"
+    ) -> dict:
+        return self.call(
+            "GET",
+            f"/models/{name}/monitoring",
+            params={"version": version, "since": since, "until": until},
+        )
+
+    def ab_test(self, name: str, test_id: int) -> dict:
+        return self.call("GET", f"/models/{name}/ab-tests/{test_id}")
+
     def promotion(self, request_id: int) -> dict:
         return self.call("GET", f"/promotions/{request_id}")
 

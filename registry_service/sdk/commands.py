@@ -428,6 +428,123 @@ def evaluate(client: RegistryClient, as_json: bool, name: str, version: int, dry
     return 0 if decision["passed"] else EXIT_NOT_EXECUTED
 
 
+# -- monitoring
+def _ms(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1f}"
+
+
+def _pct(value: float | None) -> str | None:
+    return None if value is None else f"{value * 100:.2f}%"
+
+
+@client_command(None, "monitor")
+@click.argument("name")
+@click.option("--version", type=int, help="Only this version.")
+@click.option("--since", default="1h", show_default=True, help="A span ago (15m, 1h, 7d) or ISO.")
+@click.option("--until", default="now", show_default=True)
+def monitor(client: RegistryClient, as_json: bool, name: str, version, since, until) -> int:
+    """Live figures per version and variant: traffic, latency, errors, accuracy."""
+    report = client.monitoring(name, version, since, until)
+
+    def render(r: dict) -> None:
+        click.echo(f"{r['model_name']}  {r['since']} .. {r['until']}")
+        if not r["groups"]:
+            click.echo("no predictions in this window")
+            return
+        rows = []
+        for g in r["groups"]:
+            fb = g["feedback"]
+            quality = (
+                f"acc {_pct(fb.get('accuracy'))}"
+                if fb.get("accuracy") is not None
+                else f"mae {fb['mae']:.4g}"
+                if fb.get("mae") is not None
+                else None
+            )
+            rows.append(
+                [
+                    g["version"],
+                    g["variant"],
+                    g["requests"],
+                    g["throughput_per_minute"],
+                    _ms(g["latency_ms"].get("p50")),
+                    _ms(g["latency_ms"].get("p95")),
+                    _ms(g["latency_ms"].get("p99")),
+                    _pct(g["error_rate"]),
+                    _pct(g["fallback_rate"]),
+                    quality,
+                    fb["requests"],
+                ]
+            )
+        table(
+            rows,
+            [
+                "version",
+                "variant",
+                "requests",
+                "per min",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "errors",
+                "fallback",
+                "quality",
+                "feedback",
+            ],
+        )
+
+    emit(report, as_json, render)
+    return 0
+
+
+@click.group("ab-test")
+def ab_test() -> None:
+    """A/B tests of a model."""
+
+
+@client_command(ab_test, "status")
+@click.argument("name")
+@click.argument("test_id", type=int)
+def ab_test_status(client: RegistryClient, as_json: bool, name: str, test_id: int) -> int:
+    """A test's sides, metric with 95% interval, p-value and decision."""
+    test = client.ab_test(name, test_id)
+
+    def render(t: dict) -> None:
+        r = t.get("result") or {}
+        click.echo(
+            f"A/B test {t['id']} on {t['model_name']} ({t['status']}): {t['metric']}, "
+            f"challenger share {t['challenger_share']}%, alpha {t['alpha']}, "
+            f"min samples {t['min_samples']}"
+        )
+        rows = []
+        for side in ("champion", "challenger"):
+            s = r.get(side) or t[side]
+            metric = s.get("metric") or {}
+            ci = metric.get("ci95")
+            rows.append(
+                [
+                    side,
+                    s.get("target"),
+                    s.get("version"),
+                    s.get("samples"),
+                    None if metric.get("value") is None else f"{metric['value']:.4g}",
+                    None if not ci else f"[{ci[0]:.4g}, {ci[1]:.4g}]",
+                    _ms((s.get("latency_ms") or {}).get("p95")),
+                    _pct(s.get("error_rate")),
+                ]
+            )
+        table(
+            rows, ["side", "target", "version", "samples", "metric", "95% ci", "p95 ms", "errors"]
+        )
+        if r:
+            click.echo(f"{r.get('test')}: p = {r.get('p_value')}  ->  {r.get('decision')}")
+        if t.get("promotion_request_id"):
+            click.echo(f"promotion request {t['promotion_request_id']} opened")
+
+    emit(test, as_json, render)
+    return 0
+
+
 # -- audit
 @client_command(audit, "tail")
 @click.option("--model", help="Only this model's events.")
@@ -471,7 +588,8 @@ def audit_verify(client: RegistryClient, as_json: bool) -> int:
 
 
 def register(main: click.Group) -> None:
-    for group in (models, versions, promote, audit, experiments, runs):
+    for group in (models, versions, promote, audit, experiments, runs, ab_test):
         main.add_command(group)
     main.add_command(rollback)
     main.add_command(evaluate)
+    main.add_command(monitor)

@@ -42,12 +42,15 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
+import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
 from registry_service.config import Settings
 from registry_service.domain.entities import Run
+from registry_service.domain.profile import ARTIFACT_PATH as PROFILE_ARTIFACT
+from registry_service.domain.profile import profile_of
 from registry_service.gateway.mlflow_gateway import MlflowGateway
 from registry_service.services.experiments import ExperimentService, RunComparison
 
@@ -310,6 +313,21 @@ class TrackedRun:
     def log_dict(self, data: Mapping[str, Any] | list, artifact_file: str) -> None:
         """Stored as JSON (or YAML if ``artifact_file`` ends in .yaml/.yml)."""
         self._client.log_dict(self.run_id, data, artifact_file)
+
+    def log_dataset_profile(self, data: Any, predictions: Any = None) -> dict[str, Any]:
+        """Profile the training data (a DataFrame or {column: values}) and log it where the
+        registry looks for a version's drift reference: per-feature quantiles (numbers)
+        or category shares (text). ``predictions``: the model's answers on ``data``, so
+        that prediction drift is measured too. Returns the profile."""
+        columns = (
+            {str(c): data[c].tolist() for c in data.columns}
+            if hasattr(data, "columns")
+            else {str(k): list(v) for k, v in dict(data).items()}
+        )
+        answers = None if predictions is None else np.asarray(predictions).ravel().tolist()
+        profile = profile_of(columns, answers)
+        self._client.log_dict(self.run_id, profile, PROFILE_ARTIFACT)
+        return profile
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """A matplotlib (or plotly) figure, saved as ``artifact_file`` (e.g. roc.png)."""

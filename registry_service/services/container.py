@@ -11,6 +11,7 @@ from registry_service.db.database import Database
 from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
 from registry_service.metrics import Metrics
+from registry_service.monitoring.service import MonitoringService
 from registry_service.services.audit import AuditLog
 from registry_service.services.evaluation import EvaluationService
 from registry_service.services.experiments import ExperimentService
@@ -44,6 +45,7 @@ class Services:
     idempotency: IdempotencyKeys
     verifications: VerificationJobs
     serving: ServingService
+    monitoring: MonitoringService
     metrics: Metrics
 
     def close(self) -> None:
@@ -89,13 +91,19 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
             max_queue=settings.prediction_log_queue,
             field_bytes=settings.prediction_log_field_bytes,
             dropped=metrics.log_dropped,
+            sample_size=settings.monitoring_sample_rows,
+            enabled=settings.prediction_log,
         ),
         poll_seconds=settings.serving_poll_seconds,
         metrics=metrics,
     )
+    monitoring = MonitoringService(gateway, db, audit, policies, promotions, serving)
+    # A profile logged with the training run becomes the version's drift reference.
+    models.on_registered.append(monitoring.capture_reference)
     return Services(
         metrics=metrics,
         serving=serving,
+        monitoring=monitoring,
         settings=settings,
         db=db,
         gateway=gateway,

@@ -249,6 +249,9 @@ class ModelService:
         self.db = db
         self.audit = audit
         self.intents = IntentLog(db)
+        # Called with (ctx, name, version) once a registration is recorded; what they do
+        # (e.g. capture a drift reference) never undoes the registration.
+        self.on_registered: list[Callable[[Context, str, int], object]] = []
 
     # -- the one way a change reaches MLflow: intent, call, then recorded (or undone)
     def _recorded(
@@ -641,6 +644,11 @@ class ModelService:
             undo=lambda mv: self.gateway.delete_model_version(name, mv.version),
             record=record,
         )
+        for hook in self.on_registered:
+            try:
+                hook(ctx, name, mv.version)
+            except Exception:  # recorded already; the follow-up retries on first use
+                log.exception("after registering %s version %s", name, mv.version)
         row = self._lineage_row(name, mv.version)
         return VersionDetail(mv, run, _lineage_from_row(row) if row else lineage)
 

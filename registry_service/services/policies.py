@@ -10,6 +10,7 @@ from registry_service.db.database import Database
 from registry_service.db.models import ApiTokenRow, ModelPolicyRow, PrincipalRow
 from registry_service.domain.entities import Principal
 from registry_service.domain.evaluation import AutoPromotion
+from registry_service.domain.monitoring import MonitoringPolicy, validate_monitoring
 from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Policy, PolicyRule, validate_rules
 from registry_service.errors import ValidationError
@@ -28,6 +29,7 @@ def _policy(name: str, row: ModelPolicyRow | None) -> Policy:
         updated_at=row.updated_at,
         updated_by=row.updated_by,
         auto_promotion=AutoPromotion.from_dict(row.auto_promotion) if row.auto_promotion else None,
+        monitoring=MonitoringPolicy.from_dict(row.monitoring) if row.monitoring else None,
     )
 
 
@@ -36,6 +38,7 @@ def _snapshot(policy: Policy) -> dict:
         "revision": policy.revision,
         "rules": [r.as_dict() for r in policy.rules],
         "auto_promotion": policy.auto_promotion.as_dict() if policy.auto_promotion else None,
+        "monitoring": policy.monitoring.as_dict() if policy.monitoring else None,
     }
 
 
@@ -92,11 +95,15 @@ class PolicyService:
         name: str,
         rules: list[PolicyRule],
         auto_promotion: AutoPromotion | None = None,
+        monitoring: MonitoringPolicy | None = None,
     ) -> Policy:
-        """Replace the model's own rules (an empty list falls back to the defaults) and
-        its auto-promotion criteria (None: no automatic promotion)."""
+        """Replace the model's own rules (an empty list falls back to the defaults), its
+        auto-promotion criteria (None: no automatic promotion) and its monitoring (None:
+        default drift thresholds, no alert rules)."""
         check_model_name(name)
         rules = validate_rules(rules)
+        if monitoring is not None:
+            monitoring = validate_monitoring(monitoring)
         if auto_promotion is not None:
             destination = auto_promotion.destination
             rule = Policy(name, tuple(rules)).rule_for(destination)
@@ -121,6 +128,7 @@ class PolicyService:
                 session.add(row)
             row.rules = [r.as_dict() for r in rules]
             row.auto_promotion = auto_promotion.as_dict() if auto_promotion else None
+            row.monitoring = monitoring.as_dict() if monitoring else None
             row.revision += 1
             row.updated_at = utcnow()
             row.updated_by = ctx.actor

@@ -271,7 +271,9 @@ class PromotionService:
         archive_existing: bool = True,
         *,
         kind: str = "promotion",
+        evidence: dict[str, Any] | None = None,
     ) -> Promotion:
+        """``evidence``: more figures to keep with the request (an A/B test, an alert)."""
         check_model_name(model_name, "model_name", "json")
         model = self.gateway.get_registered_model(model_name)
         detail = self.models.get_version(model_name, version)
@@ -307,7 +309,7 @@ class PromotionService:
                     rule=rule,
                     now=now,
                     replaces_version=_holder(model, target),
-                    evidence=_evidence(detail),
+                    evidence={**_evidence(detail), **to_json_value(evidence or {})},
                     kind=kind,
                 )
                 row = PromotionRequestRow(
@@ -365,7 +367,13 @@ class PromotionService:
         return self.get(p.id)
 
     def rollback(
-        self, ctx: Context, principal: Principal, model_name: str, target: Target, reason: str
+        self,
+        ctx: Context,
+        principal: Principal,
+        model_name: str,
+        target: Target,
+        reason: str,
+        evidence: dict[str, Any] | None = None,
     ) -> Promotion:
         """Request the move of ``target`` back to the version that held it before."""
         history = self.history.history(model_name, target)
@@ -377,7 +385,15 @@ class PromotionService:
                 f"(now: {', '.join(map(str, current)) or 'none'}); nothing to roll back to"
             )
         return self.create(
-            ctx, principal, model_name, previous, target, reason, True, kind="rollback"
+            ctx,
+            principal,
+            model_name,
+            previous,
+            target,
+            reason,
+            True,
+            kind="rollback",
+            evidence=evidence,
         )
 
     def _open_request_id(self, model_name: str, version: int, target: Target) -> int | None:

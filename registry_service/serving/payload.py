@@ -220,3 +220,69 @@ def v2_tensor_specs(schema: Schema | None, unnamed: str = "input") -> list[dict[
             }
         )
     return specs
+
+
+# -- input rows for monitoring (best effort, off the request path)
+
+
+def rows_of(body: Any, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` input rows as {feature: scalar}, from any accepted request body."""
+    if not isinstance(body, dict):
+        return []
+    try:
+        if "dataframe_split" in body:
+            split = body["dataframe_split"]
+            data = split.get("data") or []
+            columns = split.get("columns") or [str(i) for i in range(len(data[0]) if data else 0)]
+            return [_scalars(dict(zip(columns, row, strict=False))) for row in data[:limit]]
+        if "dataframe_records" in body:
+            return [_scalars(r) for r in body["dataframe_records"][:limit] if isinstance(r, dict)]
+        if "instances" in body:
+            return _instances(body["instances"], limit)
+        inputs = body.get("inputs")
+        if (
+            isinstance(inputs, list)
+            and inputs
+            and all(isinstance(t, dict) and "data" in t for t in inputs)
+        ):
+            columns = {}
+            for tensor in inputs:
+                data, shape = tensor.get("data"), tensor.get("shape") or []
+                if isinstance(data, list) and shape and len(data) == shape[0]:
+                    columns[str(tensor.get("name"))] = data
+            return _columns(columns, limit)
+        if isinstance(inputs, dict):
+            return _columns(inputs, limit)
+        return _instances(inputs, limit)
+    except (AttributeError, TypeError, IndexError, KeyError):
+        return []
+
+
+def _instances(items: Any, limit: int) -> list[dict[str, Any]]:
+    if isinstance(items, dict):
+        return _columns(items, limit)
+    if not isinstance(items, list):
+        return []
+    rows = []
+    for item in items[:limit]:
+        if isinstance(item, dict):
+            rows.append(_scalars(item))
+        elif isinstance(item, list):
+            rows.append(_scalars({str(i): v for i, v in enumerate(item)}))
+        else:
+            rows.append(_scalars({"0": item}))
+    return rows
+
+
+def _columns(columns: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    lists = {str(k): v for k, v in columns.items() if isinstance(v, list)}
+    if not lists:
+        return [_scalars(columns)]
+    length = min(len(v) for v in lists.values())
+    return [_scalars({k: v[i] for k, v in lists.items()}) for i in range(min(length, limit))]
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        str(k): v for k, v in row.items() if v is None or isinstance(v, str | int | float | bool)
+    }

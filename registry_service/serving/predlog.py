@@ -1,7 +1,8 @@
 """The prediction log: records queued by requests, written in batches by one thread.
 
 A prediction never waits on the database: when the queue is full the record is dropped
-and counted.
+and counted. Each batch is folded into the per-minute rollups in the same transaction,
+so the monitoring figures never disagree with the raw log.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -18,6 +20,9 @@ from sqlalchemy import insert
 
 from registry_service.db.database import Database, dumps_json
 from registry_service.db.models import PredictionRow
+from registry_service.monitoring.rollup import ROWS_PER_REQUEST
+from registry_service.monitoring.store import fold_served, rollup_key
+from registry_service.serving.payload import rows_of
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,15 @@ class PredictionLogWriter:
         flush_seconds: float = 1.0,
         field_bytes: int = 16 * 1024,
         dropped: Any = None,
+        sample_size: int = 50,
+        enabled: bool = True,
     ) -> None:
-        """``dropped``: a counter (Prometheus) to count dropped records in, too."""
+        """``dropped``: a counter (Prometheus) to count dropped records in, too.
+        ``sample_size``: input rows kept per model version, variant and minute for drift."""
         self.db = db
+        self.enabled = enabled
+        self.sample_size = sample_size
+        self._rng = random.Random()
         self.field_bytes = field_bytes
         self._dropped_counter = dropped
         self.batch_size = batch_size
@@ -76,6 +87,8 @@ class PredictionLogWriter:
         self.failed = 0
 
     def submit(self, record: PredictionRecord) -> None:
+        if not self.enabled:
+            return
         self._ensure_started()
         try:
             with self._idle:
@@ -116,6 +129,22 @@ class PredictionLogWriter:
         try:
             with self.db.transaction() as session:
                 session.execute(insert(PredictionRow), [self._row(r) for r in batch])
+                fold_served(
+                    session,
+                    (
+                        (
+                            rollup_key(r.model_name, r.model_version, r.variant, r.created_at),
+                            r.status,
+                            r.fallback,
+                            r.latency_ms,
+                            rows_of(r.inputs, ROWS_PER_REQUEST) if r.status == "ok" else [],
+                            r.outputs,
+                        )
+                        for r in batch
+                    ),
+                    self.sample_size,
+                    self._rng,
+                )
             self.written += len(batch)
         except Exception:  # the log must not stop on a database outage; counted instead
             self.failed += len(batch)

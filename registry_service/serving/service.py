@@ -46,6 +46,8 @@ from registry_service.errors import (
 )
 from registry_service.gateway.base import RegistryGateway
 from registry_service.metrics import Metrics
+from registry_service.monitoring.rollup import feedback_delta
+from registry_service.monitoring.store import fold_feedback, rollup_key
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
 from registry_service.services.history import HistoryService
@@ -216,7 +218,8 @@ class ServingService:
 
     # -- resolution
 
-    def _resolve(self, name: str, target: Target) -> int | None:
+    def holder(self, name: str, target: Target) -> int | None:
+        """The version holding ``target`` now, read from MLflow."""
         if target.type is TargetType.STAGE:
             held = self.gateway.versions_in_stage(name, Stage(target.name))
             return max(held) if held else None
@@ -228,7 +231,7 @@ class ServingService:
     def _build(self, name: str) -> Route:
         spec = self._stored(name) or DeploymentSpec.default()
         targets = spec.targets
-        holders = {t: self._resolve(name, t) for t in targets}
+        holders = {t: self.holder(name, t) for t in targets}
         history = self.history.history(name)
         previous = {t: history.previous_holder(t) for t in targets}
         return Route(name, spec, holders, previous)
@@ -270,13 +273,13 @@ class ServingService:
         """Each variant's version now."""
         found: dict[Target, int | None] = {}
         for target in spec.targets:
-            found[target] = self._resolve(name, target)
+            found[target] = self.holder(name, target)
         return {v.name: found[v.target] for v in spec.variants}
 
     def _target_version(self, name: str, target: Target, route: Route) -> int | None:
         if target in route.holders:
             return route.holders[target]
-        return self._resolve(name, target)
+        return self.holder(name, target)
 
     # -- the watcher
 
@@ -557,17 +560,30 @@ class ServingService:
             )
         actual = {item["request_id"]: item["actual"] for item in items}
         with self.db.transaction() as session:
-            known = set(
-                session.execute(
-                    select(PredictionRow.request_id)
-                    .where(
+            predictions = {
+                row.request_id: row
+                for row in session.execute(
+                    select(
+                        PredictionRow.request_id,
+                        PredictionRow.model_version,
+                        PredictionRow.variant,
+                        PredictionRow.created_at,
+                        PredictionRow.outputs,
+                    ).where(
                         PredictionRow.model_name == name,
                         PredictionRow.request_id.in_(list(actual)),
                     )
-                    .distinct()
-                ).scalars()
-            )
+                )
+            }
+            known = set(predictions)
             if known:
+                previous = dict(
+                    session.execute(
+                        select(PredictionFeedbackRow.request_id, PredictionFeedbackRow.actual)
+                        .where(PredictionFeedbackRow.request_id.in_(list(known)))
+                        .with_for_update()
+                    ).all()
+                )
                 session.execute(
                     delete(PredictionFeedbackRow).where(
                         PredictionFeedbackRow.request_id.in_(list(known))
@@ -584,6 +600,17 @@ class ServingService:
                     )
                     for rid in sorted(known)
                 )
+                # Re-sent ground truth replaces the old: its share of the rollup goes too.
+                deltas: dict[Any, list[dict[str, Any]]] = {}
+                for rid in sorted(known):
+                    row = predictions[rid]
+                    key = rollup_key(name, row.model_version, row.variant, row.created_at)
+                    if rid in previous:
+                        deltas.setdefault(key, []).append(
+                            feedback_delta(row.outputs, previous[rid], sign=-1)
+                        )
+                    deltas.setdefault(key, []).append(feedback_delta(row.outputs, actual[rid]))
+                fold_feedback(session, deltas)
         unknown = sorted(set(actual) - known)
         return {"accepted": len(known), "unknown_request_ids": unknown}
 

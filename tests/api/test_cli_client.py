@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
 from registry_service.cli import main
 from registry_service.services.context import Context
@@ -18,32 +16,12 @@ CTX = Context(actor="test-setup")
 
 
 @pytest.fixture
-def live_url(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-@pytest.fixture
 def model(app, model_name, make_run):
     services = get_services_of(app)
     services.models.create_model(CTX, model_name, "churn model", {})
     for _ in range(2):
         services.models.register_version(CTX, model_name, make_run(), "model", None, {})
     return model_name
-
-
-@pytest.fixture
-def cli(live_url, identities):
-    runner = CliRunner()
-
-    def run(*args, role="viewer"):
-        env = {"REGISTRY_URL": live_url, "REGISTRY_TOKEN": identities[role]["token"]}
-        return runner.invoke(main, list(args), env=env, catch_exceptions=False)
-
-    return run
 
 
 def test_promotion_from_request_to_executed(cli, model):

@@ -34,5 +34,5 @@ class ModelPolicy(MethodView):
     def put(self, body, name):
         """Replace a model's promotion rules (audited)"""
         return get_services().policies.replace(
-            current_context(), name, body["rules"], body["auto_promotion"]
+            current_context(), name, body["rules"], body["auto_promotion"], body["monitoring"]
         )

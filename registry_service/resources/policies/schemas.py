@@ -6,6 +6,7 @@ import marshmallow as ma
 
 from registry_service.api import Integer, Schema
 from registry_service.domain.evaluation import DEFAULT_IMPROVEMENT, AutoPromotion
+from registry_service.domain.monitoring import ALERT_METRICS, AlertRule, MonitoringPolicy
 from registry_service.domain.names import TAG_KEY_RE
 from registry_service.domain.policy import (
     ANY_ALIAS,
@@ -152,6 +153,79 @@ class AutoPromotionOutSchema(Schema):
     champion_alias = ma.fields.String(allow_none=True)
 
 
+class AlertRuleSchema(Schema):
+    name = ma.fields.String(required=True, metadata={"description": "Unique in the policy"})
+    metric = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf(list(ALERT_METRICS)),
+        metadata={
+            "description": "latency_p95_ms, error_rate and fallback_rate fire above the "
+            "threshold, accuracy below it, drift when the drift verdict says so"
+        },
+    )
+    threshold = ma.fields.Float(load_default=None, allow_none=True)
+    target_stage = ma.fields.String(metadata={"description": "Whose holder is watched"})
+    target_alias = ma.fields.String()
+    window_minutes = Integer(load_default=15, validate=ma.validate.Range(min=1, max=10080))
+    min_samples = Integer(
+        load_default=1,
+        validate=ma.validate.Range(min=1),
+        metadata={"description": "Requests (feedback rows for accuracy) before a verdict"},
+    )
+    rollback = ma.fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "On firing, open a rollback request for the target (executed at "
+            "once under the target rule's break_glass)"
+        },
+    )
+
+    @ma.validates_schema
+    def at_most_one_target(self, data, **_):
+        if "target_stage" in data and "target_alias" in data:
+            raise ma.ValidationError("give at most one of target_stage or target_alias", "_schema")
+
+    @ma.post_load
+    def to_rule(self, data, **_) -> AlertRule:
+        if "target_alias" in data:
+            kind, target = TargetType.ALIAS, data.pop("target_alias")
+        else:
+            kind, target = TargetType.STAGE, data.pop("target_stage", "Production")
+        return AlertRule(**data, target_type=kind, target=target)
+
+
+class AlertRuleOutSchema(Schema):
+    name = ma.fields.String()
+    metric = ma.fields.String()
+    threshold = ma.fields.Float(allow_none=True)
+    target_type = ma.fields.String()
+    target = ma.fields.String()
+    window_minutes = Integer()
+    min_samples = Integer()
+    rollback = ma.fields.Boolean()
+
+
+class MonitoringPolicySchema(Schema):
+    drift_psi = ma.fields.Float(
+        load_default=0.2, metadata={"description": "PSI at or above which a feature drifted"}
+    )
+    drift_p_value = ma.fields.Float(
+        load_default=0.01,
+        metadata={"description": "The KS / chi-square p-value below which it is significant"},
+    )
+    alerts = ma.fields.List(ma.fields.Nested(AlertRuleSchema), load_default=list)
+
+    @ma.post_load
+    def to_policy(self, data, **_) -> MonitoringPolicy:
+        return MonitoringPolicy(data["drift_psi"], data["drift_p_value"], tuple(data["alerts"]))
+
+
+class MonitoringPolicyOutSchema(Schema):
+    drift_psi = ma.fields.Float()
+    drift_p_value = ma.fields.Float()
+    alerts = ma.fields.List(ma.fields.Nested(AlertRuleOutSchema))
+
+
 class PolicyPutSchema(Schema):
     example = {
         "rules": [
@@ -159,6 +233,13 @@ class PolicyPutSchema(Schema):
             {"target_stage": "Staging", "required_approvals": 0},
         ],
         "auto_promotion": {"metric": "val_auc", "min_value": 0.8, "min_improvement": 0.05},
+        "monitoring": {
+            "drift_psi": 0.2,
+            "alerts": [
+                {"name": "slow", "metric": "latency_p95_ms", "threshold": 250},
+                {"name": "failing", "metric": "error_rate", "threshold": 0.05, "rollback": True},
+            ],
+        },
     }
 
     rules = ma.fields.List(
@@ -171,6 +252,12 @@ class PolicyPutSchema(Schema):
         load_default=None,
         allow_none=True,
         metadata={"description": "Criteria for /evaluate; null: no automatic promotion"},
+    )
+    monitoring = ma.fields.Nested(
+        MonitoringPolicySchema,
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Drift thresholds and alert rules; null: defaults, no alerts"},
     )
 
 
@@ -186,3 +273,4 @@ class PolicySchema(Schema):
         metadata={"description": "Every rule in force: the model's own, then the defaults"},
     )
     auto_promotion = ma.fields.Nested(AutoPromotionOutSchema, allow_none=True)
+    monitoring = ma.fields.Nested(MonitoringPolicyOutSchema, allow_none=True)
