@@ -52,6 +52,10 @@ MINUTES = DAYS * 24 * 60
 GROUPS = [(1, "champion"), (2, "challenger")]
 
 
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql://")
+
+
 def load_predictions(pg_url: str, rows: int, now: datetime) -> None:
     """Raw rows, generated inside PostgreSQL (the table the writer appends to)."""
     import psycopg2
@@ -63,19 +67,19 @@ def load_predictions(pg_url: str, rows: int, now: datetime) -> None:
         edge += share
         cuts.append(edge)
     case = " ".join(
-        f"WHEN (i % 1000) < {int(c * 1000)} THEN '{m}'" for m, c in zip(MODELS, cuts, strict=True)
+        f"WHEN mod(i, 1000) < {int(c * 1000)} THEN '{m}'" for m, c in zip(MODELS, cuts, strict=True)
     )
-    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+    with psycopg2.connect(_dsn(pg_url)) as conn, conn.cursor() as cur:
         cur.execute(
             f"""
             INSERT INTO predictions (request_id, model_name, model_version, variant,
                 subject_hash, principal, status, fallback, latency_ms, inputs, outputs,
                 created_at)
-            SELECT md5(i::text), CASE {case} ELSE 'm4' END, 1 + (i % 2),
-                CASE WHEN i % 2 = 0 THEN 'challenger' ELSE 'champion' END, NULL,
-                'bench', CASE WHEN i % 97 = 0 THEN 'error' ELSE 'ok' END, false,
-                5 + (i % 23), '{{"dataframe_split": {{"columns": ["f0"], "data": [[0.5]]}}}}',
-                CASE WHEN i % 3 = 0 THEN '[1]' ELSE '[0]' END,
+            SELECT md5(i::text), CASE {case} ELSE 'm4' END, 1 + mod(i, 2),
+                CASE WHEN mod(i, 2) = 0 THEN 'challenger' ELSE 'champion' END, NULL,
+                'bench', CASE WHEN mod(i, 97) = 0 THEN 'error' ELSE 'ok' END, false,
+                5 + mod(i, 23), '{{"dataframe_split": {{"columns": ["f0"], "data": [[0.5]]}}}}',
+                (CASE WHEN mod(i, 3) = 0 THEN '[1]' ELSE '[0]' END)::json,
                 %s::timestamptz + ((i::float / %s) * interval '{DAYS} days')
             FROM generate_series(1, %s) AS i
             """,
@@ -110,17 +114,27 @@ def rollup_templates(per_group_minute: int, count: int, sample_size: int):
 
 
 def load_rollups(pg_url: str, rows: int, now: datetime, sample_size: int) -> int:
+    """Minute rows from the templates, and the hour rows the writer would have folded
+    from them."""
     import psycopg2
 
-    start = (now - timedelta(days=DAYS)).replace(second=0, microsecond=0)
+    from registry_service.monitoring.rollup import (
+        empty_feedback,
+        empty_served,
+        merge_feedback,
+        merge_served,
+    )
+
+    start = (now - timedelta(days=DAYS)).replace(minute=0, second=0, microsecond=0)
     per_model = [int(rows * s) for s in SHARES]
     written = 0
-    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+    with psycopg2.connect(_dsn(pg_url)) as conn, conn.cursor() as cur:
         for model, total in zip(MODELS, per_model, strict=True):
             per_group_minute = max(1, round(total / MINUTES / len(GROUPS)))
             templates = rollup_templates(per_group_minute, 48, sample_size)
             buffer = io.StringIO()
             writer = csv.writer(buffer)
+            hours: dict[tuple[datetime, int], tuple[dict, dict]] = {}
             for minute in range(MINUTES):
                 at = start + timedelta(minutes=minute)
                 for g, (version, variant) in enumerate(GROUPS):
@@ -128,6 +142,7 @@ def load_rollups(pg_url: str, rows: int, now: datetime, sample_size: int) -> int
                     writer.writerow(
                         [
                             model,
+                            1,
                             at.isoformat(),
                             version,
                             variant,
@@ -136,14 +151,39 @@ def load_rollups(pg_url: str, rows: int, now: datetime, sample_size: int) -> int
                             json.dumps(sample),
                         ]
                     )
+                    hour = (at.replace(minute=0), g)
+                    h_served, h_feedback = hours.get(hour, (empty_served(), empty_feedback()))
+                    hours[hour] = (
+                        merge_served(h_served, served),
+                        merge_feedback(h_feedback, _delta(feedback)),
+                    )
                     written += 1
+            for (at, g), (served, feedback) in hours.items():
+                version, variant = GROUPS[g]
+                writer.writerow(
+                    [
+                        model,
+                        60,
+                        at.isoformat(),
+                        version,
+                        variant,
+                        json.dumps(served),
+                        json.dumps(feedback),
+                        "[]",
+                    ]
+                )
+                written += 1
             buffer.seek(0)
             cur.copy_expert(
-                "COPY prediction_rollups (model_name, minute, model_version, variant, served, "
-                "feedback, sample) FROM STDIN WITH (FORMAT csv)",
+                "COPY prediction_rollups (model_name, span, minute, model_version, variant, "
+                "served, feedback, sample) FROM STDIN WITH (FORMAT csv)",
                 buffer,
             )
     return written
+
+
+def _delta(feedback: dict) -> dict:
+    return {"confusion": {}, "requests": 0, "reg_n": 0, "abs": 0.0, "sq": 0.0} | feedback
 
 
 def timed_get(url: str, headers: dict, n: int) -> list[float]:
@@ -180,7 +220,7 @@ def predict_load(url: str, headers: dict, seconds: float, clients: int) -> tuple
 def count_logged(pg_url: str, model: str) -> int:
     import psycopg2
 
-    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+    with psycopg2.connect(_dsn(pg_url)) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM predictions WHERE model_name = %s", (model,))
         return cur.fetchone()[0]
 

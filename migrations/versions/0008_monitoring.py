@@ -24,6 +24,7 @@ def upgrade() -> None:
         "prediction_rollups",
         sa.Column("id", BigInt, autoincrement=True, nullable=False),
         sa.Column("model_name", sa.String(128), nullable=False),
+        sa.Column("span", sa.Integer(), nullable=False),
         sa.Column("minute", TS, nullable=False),
         sa.Column("model_version", sa.Integer(), nullable=False),
         sa.Column("variant", sa.String(64), nullable=False),
@@ -33,10 +34,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_prediction_rollups")),
         sa.UniqueConstraint(
             "model_name",
+            "span",
             "minute",
             "model_version",
             "variant",
-            name=op.f("uq_prediction_rollups_model_name_minute_model_version_variant"),
+            name=op.f("uq_prediction_rollups_model_name_span_minute_model_version_variant"),
         ),
     )
     op.create_table(

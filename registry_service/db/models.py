@@ -348,14 +348,16 @@ class ServingFallbackMarkRow(Base):
 
 
 class PredictionRollupRow(Base):
-    """One model version and variant's predictions in one minute (see monitoring.rollup)."""
+    """One model version and variant's predictions in one minute, or one hour (see
+    monitoring.rollup)."""
 
     __tablename__ = "prediction_rollups"
-    __table_args__ = (UniqueConstraint("model_name", "minute", "model_version", "variant"),)
+    __table_args__ = (UniqueConstraint("model_name", "span", "minute", "model_version", "variant"),)
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     model_name: Mapped[str] = mapped_column(String(128))
-    minute: Mapped[datetime] = mapped_column(UTCDateTime)
+    span: Mapped[int] = mapped_column(Integer)  # minutes covered: 1 or 60
+    minute: Mapped[datetime] = mapped_column(UTCDateTime)  # where the span starts
     model_version: Mapped[int] = mapped_column(Integer)  # 0: failed before a version was known
     variant: Mapped[str] = mapped_column(String(64))  # "": not from a deployment's split
     served: Mapped[dict[str, Any]] = mapped_column(JSON)

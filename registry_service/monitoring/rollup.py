@@ -127,6 +127,8 @@ class ServedBatch:
     def _offer(self, item: Any) -> None:
         # Algorithm R: every row seen so far is equally likely to be in the sample.
         self.doc["seen"] += 1
+        if not self.sample_size:
+            return
         if len(self._reservoir) < self.sample_size:
             self._reservoir.append(item)
             return

@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
@@ -46,6 +46,7 @@ from registry_service.monitoring import drift as drift_math
 from registry_service.monitoring import stats
 from registry_service.monitoring.entities import AbTest, Alert, Reference
 from registry_service.monitoring.rollup import Totals, minute_of
+from registry_service.monitoring.store import HOUR
 from registry_service.services.audit import AuditLog, to_json_value
 from registry_service.services.context import Context
 from registry_service.services.policies import PolicyService
@@ -166,21 +167,29 @@ class MonitoringService:
         version: int | None = None,
         variant: str | None = None,
         columns: tuple = (),
+        hourly: bool = True,
     ):
-        query = select(
-            PredictionRollupRow.model_version,
-            PredictionRollupRow.variant,
-            PredictionRollupRow.minute,
-            *columns,
-        ).where(
-            PredictionRollupRow.model_name == name,
-            PredictionRollupRow.minute >= minute_of(since),
-            PredictionRollupRow.minute <= until,
+        """The rows covering [since, until]: whole hours from hour rows (when ``hourly``),
+        the minutes at either end from minute rows."""
+        r = PredictionRollupRow
+        first = minute_of(since)
+        start_hour = first.replace(minute=0) + (timedelta(hours=1) if first.minute else timedelta())
+        end_hour = until.replace(minute=0, second=0, microsecond=0)
+        if hourly and end_hour > start_hour:
+            covered = or_(
+                and_(r.span == 1, r.minute >= first, r.minute < start_hour),
+                and_(r.span == HOUR, r.minute >= start_hour, r.minute < end_hour),
+                and_(r.span == 1, r.minute >= end_hour, r.minute <= until),
+            )
+        else:
+            covered = and_(r.span == 1, r.minute >= first, r.minute <= until)
+        query = select(r.model_version, r.variant, r.minute, *columns).where(
+            r.model_name == name, covered
         )
         if version is not None:
-            query = query.where(PredictionRollupRow.model_version == version)
+            query = query.where(r.model_version == version)
         if variant is not None:
-            query = query.where(PredictionRollupRow.variant == variant)
+            query = query.where(r.variant == variant)
         return session.execute(query)
 
     def report(
@@ -214,13 +223,17 @@ class MonitoringService:
                     ],
                 )
         start = minute_of(since)
+        # Hour rows fit a series only when its points are whole hours, from an hour.
+        hourly = interval is None or interval % timedelta(hours=1) == timedelta(0)
+        if interval is not None and hourly:
+            start = start.replace(minute=0)
 
         def keys(v: int, var: str, minute: datetime) -> list[tuple]:
             if interval is None:
                 return [(v, var)]
             return [(v, var), (v, var, int((minute - start) / interval))]
 
-        folded = self._fold(name, since, until, version, variant, keys)
+        folded = self._fold(name, since, until, version, variant, keys, hourly)
         groups = {k: t for k, t in folded.items() if len(k) == 2}
         series: dict[tuple[int, str], dict[int, Totals]] = {}
         for key, totals in folded.items():
@@ -256,6 +269,7 @@ class MonitoringService:
         version: int | None,
         variant: str | None,
         keys: Callable[[int, str, datetime], list[Hashable]],
+        hourly: bool = True,
     ) -> dict[Hashable, Totals]:
         """Rollups in the window added up under each key ``keys`` gives a row."""
         out: dict[Hashable, Totals] = {}
@@ -268,6 +282,7 @@ class MonitoringService:
                 version,
                 variant,
                 (PredictionRollupRow.served, PredictionRollupRow.feedback),
+                hourly,
             ):
                 for key in keys(v, var, minute):
                     totals = out.get(key)
@@ -417,7 +432,14 @@ class MonitoringService:
         samples: dict[int, list[Any]] = {}
         with self.db.read() as session:
             for v, _, _, sample in self._rollups(
-                session, name, since, until, version, None, (PredictionRollupRow.sample,)
+                session,
+                name,
+                since,
+                until,
+                version,
+                None,
+                (PredictionRollupRow.sample,),
+                hourly=False,  # samples are kept in minute rows only
             ):
                 if v:
                     samples.setdefault(v, []).extend(sample or [])
@@ -524,7 +546,10 @@ class MonitoringService:
                     (VersionReferenceRow.model_name == PredictionRollupRow.model_name)
                     & (VersionReferenceRow.version == PredictionRollupRow.model_version),
                 )
-                .where(PredictionRollupRow.minute >= minute_of(since))
+                .where(
+                    PredictionRollupRow.span == 1,
+                    PredictionRollupRow.minute >= minute_of(since),
+                )
                 .distinct()
             ).all()
         stored = 0

@@ -26,17 +26,24 @@ from registry_service.monitoring.rollup import (
     minute_of,
 )
 
-Key = tuple[str, datetime, int, str]
+Key = tuple[str, datetime, int, str]  # model, minute, version, variant
+HOUR = 60
 
 
 def rollup_key(name: str, version: int | None, variant: str | None, at: datetime) -> Key:
     return (name, minute_of(at), version or 0, variant or "")
 
 
-def _locked_row(session: Session, key: Key) -> PredictionRollupRow:
+def hour_key(key: Key) -> Key:
+    name, minute, version, variant = key
+    return (name, minute.replace(minute=0), version, variant)
+
+
+def _locked_row(session: Session, span: int, key: Key) -> PredictionRollupRow:
     name, minute, version, variant = key
     values = {
         "model_name": name,
+        "span": span,
         "minute": minute,
         "model_version": version,
         "variant": variant,
@@ -48,12 +55,15 @@ def _locked_row(session: Session, key: Key) -> PredictionRollupRow:
     session.execute(
         dialect.insert(PredictionRollupRow)
         .values(**values)
-        .on_conflict_do_nothing(index_elements=["model_name", "minute", "model_version", "variant"])
+        .on_conflict_do_nothing(
+            index_elements=["model_name", "span", "minute", "model_version", "variant"]
+        )
     )
     return session.execute(
         select(PredictionRollupRow)
         .where(
             PredictionRollupRow.model_name == name,
+            PredictionRollupRow.span == span,
             PredictionRollupRow.minute == minute,
             PredictionRollupRow.model_version == version,
             PredictionRollupRow.variant == variant,
@@ -68,30 +78,39 @@ def fold_served(
     sample_size: int,
     rng: random.Random,
 ) -> None:
-    """records: (key, status, fallback, latency_ms, input rows, outputs)."""
-    batches: dict[Key, ServedBatch] = {}
+    """records: (key, status, fallback, latency_ms, input rows, outputs). Each goes into
+    its minute's row and its hour's row; only minute rows keep input samples."""
+    minutes: dict[Key, ServedBatch] = {}
+    hours: dict[Key, ServedBatch] = {}
     for key, status, fallback, latency_ms, rows, outputs in records:
-        batch = batches.get(key)
-        if batch is None:
-            batch = batches[key] = ServedBatch(sample_size, rng)
-        batch.add(status, fallback, latency_ms, rows, outputs)
-    for key in sorted(batches):
-        row = _locked_row(session, key)
-        batch = batches[key]
-        if batch.sample:
-            row.sample = merge_samples(
-                (row.sample or [], row.served.get("seen", 0)),
-                (batch.sample, batch.doc["seen"]),
-                sample_size,
-                rng,
-            )
-        row.served = merge_served(row.served, batch.document())
+        for batches, k, size in ((minutes, key, sample_size), (hours, hour_key(key), 0)):
+            batch = batches.get(k)
+            if batch is None:
+                batch = batches[k] = ServedBatch(size, rng)
+            batch.add(status, fallback, latency_ms, rows, outputs)
+    # Every writer locks minute rows, then hour rows, each in key order: no deadlock.
+    for span, batches in ((1, minutes), (HOUR, hours)):
+        for key in sorted(batches):
+            row = _locked_row(session, span, key)
+            batch = batches[key]
+            if batch.sample:
+                row.sample = merge_samples(
+                    (row.sample or [], row.served.get("seen", 0)),
+                    (batch.sample, batch.doc["seen"]),
+                    sample_size,
+                    rng,
+                )
+            row.served = merge_served(row.served, batch.document())
 
 
 def fold_feedback(session: Session, deltas: dict[Key, list[dict[str, Any]]]) -> None:
-    for key in sorted(deltas):
-        row = _locked_row(session, key)
-        merged = row.feedback
-        for delta in deltas[key]:
-            merged = merge_feedback(merged, delta)
-        row.feedback = merged
+    hours: dict[Key, list[dict[str, Any]]] = {}
+    for key, items in deltas.items():
+        hours.setdefault(hour_key(key), []).extend(items)
+    for span, grouped in ((1, deltas), (HOUR, hours)):
+        for key in sorted(grouped):
+            row = _locked_row(session, span, key)
+            merged = row.feedback
+            for delta in grouped[key]:
+                merged = merge_feedback(merged, delta)
+            row.feedback = merged

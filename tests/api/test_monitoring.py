@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from datetime import timedelta
 from types import SimpleNamespace
 
 import numpy as np
@@ -565,3 +566,44 @@ def test_monitor_and_ab_test_status_commands(cli, auth, client, services, served
     assert "need-more-samples" in status.output and "challenger" in status.output
     missing = cli("ab-test", "status", model, "999999")
     assert missing.exit_code == 1 and "no A/B test" in missing.output
+
+
+def test_long_windows_read_hour_rows_and_agree_with_minute_rows(client, auth, services, served):
+    from registry_service.db.base import utcnow
+    from registry_service.serving.predlog import PredictionRecord
+
+    model, _ = served
+    now = utcnow()
+    rng = np.random.default_rng(17)
+    latencies = []
+    # Records as the log writer receives them, spread over the last five hours.
+    for i in range(300):
+        at = now - timedelta(minutes=float(rng.uniform(1, 300)))
+        latency = float(rng.lognormal(2, 0.5))
+        latencies.append(latency)
+        services.serving.writer.submit(
+            PredictionRecord(
+                request_id=f"past-{i}",
+                model_name=model,
+                model_version=1,
+                variant=None,
+                subject_hash=None,
+                principal="test",
+                status="ok",
+                fallback=False,
+                latency_ms=latency,
+                inputs={"dataframe_records": [{"a": 0.1, "b": 0.2}]},
+                outputs=[i % 2],
+                created_at=at,
+            )
+        )
+    flush(services)
+    whole = monitoring(client, auth, model, "?since=6h&version=1")["groups"][0]
+    assert whole["requests"] == 300 and whole["predictions"]["rows"] == 300
+    exact = float(np.quantile(latencies, 0.95, method="lower"))
+    assert whole["latency_ms"]["p95"] == pytest.approx(exact, rel=0.011)
+    hourly = monitoring(client, auth, model, "?since=6h&version=1&interval=1h")["groups"][0]
+    assert sum(p["requests"] for p in hourly["series"]) == 300
+    by_minute = monitoring(client, auth, model, "?since=6h&version=1&interval=7m")["groups"][0]
+    assert sum(p["requests"] for p in by_minute["series"]) == 300
+    assert by_minute["latency_ms"] == whole["latency_ms"]
