@@ -217,6 +217,24 @@ def predict_load(url: str, headers: dict, seconds: float, clients: int) -> tuple
     return merged, len(merged)
 
 
+def cpu_seconds(comm: str | None = None, pgid: int | None = None) -> float:
+    """CPU time used so far by processes named ``comm`` or in process group ``pgid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if (comm is not None and name == comm) or (pgid is not None and int(fields[2]) == pgid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def count_logged(pg_url: str, model: str) -> int:
     import psycopg2
 
@@ -329,37 +347,54 @@ def main() -> None:
         print(summary("monitoring, m0, 24 hours as an hourly series", hourly))
         print(summary("drift, m0 version 1, one day", drift))
 
+        # Log on and log off side by side, in alternating rounds, so that neither
+        # gets the warmer machine.
+        off_port = free_port()
+        off_service = start_service({**env, "REGISTRY_PREDICTION_LOG": "0"}, off_port)
+        processes.append(off_service)
         predictor = {"Authorization": f"Bearer {tokens['predictor']}"}
-        url = f"{base}/api/v1/models/live/predict"
-        for _ in range(30):
-            requests.post(url, headers=predictor, json=BODY, timeout=60).raise_for_status()
+        urls = {
+            "on": (f"{base}/api/v1/models/live/predict", service.pid),
+            "off": (f"http://127.0.0.1:{off_port}/api/v1/models/live/predict", off_service.pid),
+        }
+        for url, _ in urls.values():
+            for _ in range(30):
+                requests.post(url, headers=predictor, json=BODY, timeout=60).raise_for_status()
+        latencies: dict[str, list[float]] = {"on": [], "off": []}
+        cpu = {"on": [0.0, 0.0], "off": [0.0, 0.0]}
         before = count_logged(registry_url, "live")
-        on, n_on = predict_load(url, predictor, args.seconds, args.clients)
-        time.sleep(3)  # the writer's last batches
+        rounds = 4
+        for _ in range(rounds):
+            for mode, (url, pgid) in urls.items():
+                at = (cpu_seconds(comm="postgres"), cpu_seconds(pgid=pgid))
+                samples, _n = predict_load(url, predictor, args.seconds / rounds, args.clients)
+                latencies[mode] += samples
+                time.sleep(1.5)  # the writer's last batches land in this round
+                cpu[mode][0] += cpu_seconds(comm="postgres") - at[0]
+                cpu[mode][1] += cpu_seconds(pgid=pgid) - at[1]
         logged = count_logged(registry_url, "live") - before
         dropped = [
             line
             for line in requests.get(f"{base}/metrics", timeout=10).text.splitlines()
             if line.startswith("registry_prediction_log_dropped_total")
         ]
-        stop(service)
-        processes.remove(service)
-
-        off_port = free_port()
-        off_service = start_service({**env, "REGISTRY_PREDICTION_LOG": "0"}, off_port)
-        processes.append(off_service)
-        off_url = f"http://127.0.0.1:{off_port}/api/v1/models/live/predict"
-        for _ in range(30):
-            requests.post(off_url, headers=predictor, json=BODY, timeout=60).raise_for_status()
-        off, n_off = predict_load(off_url, predictor, args.seconds, args.clients)
-
-        print(f"\npredict with {args.clients} kept-alive clients for {args.seconds:.0f} s each")
-        print(summary(f"log on  ({n_on / args.seconds:.0f} req/s)", on))
-        print(summary(f"log off ({n_off / args.seconds:.0f} req/s)", off))
+        on, off = latencies["on"], latencies["off"]
+        print(
+            f"\npredict with {args.clients} kept-alive clients, {args.seconds:.0f} s each way in "
+            f"{rounds} alternating rounds"
+        )
+        print(summary(f"log on  ({len(on) / args.seconds:.0f} req/s)", on))
+        print(summary(f"log off ({len(off) / args.seconds:.0f} req/s)", off))
         print(
             f"log on / off p95: {percentile(on, 95) / percentile(off, 95):.2f}x; "
-            f"records written {logged} of {n_on} answered "
+            f"records written {logged} of {len(on)} answered "
             f"({logged / args.seconds:.0f} records/s); {dropped or 'none dropped'}"
+        )
+        per = {m: [1000 * c / len(latencies[m]) for c in cpu[m]] for m in cpu}
+        print(
+            f"CPU ms per answered prediction, log on: service {per['on'][1]:.2f}, PostgreSQL "
+            f"{per['on'][0]:.2f}; log off: service {per['off'][1]:.2f}, PostgreSQL "
+            f"{per['off'][0]:.2f}"
         )
     finally:
         for process in processes:

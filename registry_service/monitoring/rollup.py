@@ -226,10 +226,8 @@ class Totals:
         self.values = Sketch()
         self.classes: dict[str, int] = {}
         self.feedback = empty_feedback()
-        self.minutes = 0
 
     def add(self, served: dict[str, Any] | None, feedback: dict[str, Any] | None) -> None:
-        self.minutes += 1
         if served:
             for key in self.counts:
                 self.counts[key] += served.get(key, 0)

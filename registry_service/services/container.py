@@ -97,7 +97,15 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
         poll_seconds=settings.serving_poll_seconds,
         metrics=metrics,
     )
-    monitoring = MonitoringService(gateway, db, audit, policies, promotions, serving)
+    monitoring = MonitoringService(
+        gateway,
+        db,
+        audit,
+        policies,
+        promotions,
+        serving,
+        sample_rows=settings.monitoring_sample_rows,
+    )
     # A profile logged with the training run becomes the version's drift reference.
     models.on_registered.append(monitoring.capture_reference)
     return Services(
