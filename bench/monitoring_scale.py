@@ -315,8 +315,8 @@ def main() -> None:
         rollups = load_rollups(registry_url, args.rows, now, 50)
         rollup_seconds = time.perf_counter() - started
         print(
-            f"loaded {args.rows:,} predictions in {raw_seconds:.0f} s and {rollups:,} minute "
-            f"rollups in {rollup_seconds:.0f} s (5 models, 7 days; m0 has 40%)"
+            f"loaded {args.rows:,} predictions in {raw_seconds:.0f} s and {rollups:,} rollup rows "
+            f"(minute and hour) in {rollup_seconds:.0f} s (5 models, 7 days; m0 has 40%)"
         )
         # A reference for m0 version 1, so that drift has something to compare with.
         import numpy as np

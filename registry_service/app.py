@@ -137,6 +137,7 @@ def register_blueprints(api: Api, serving_only: bool = False) -> None:
     from registry_service.resources.policies.routes import blp as policies_blp
     from registry_service.resources.promotions.routes import blp as promotions_blp
     from registry_service.resources.runs.routes import blp as runs_blp
+    from registry_service.scheduler.resources.jobs.routes import blp as jobs_blp
     from registry_service.serving.resources.deployments.routes import blp as deployments_blp
     from registry_service.serving.resources.inference.routes import blp as inference_blp
     from registry_service.serving.resources.inference.routes import (
@@ -148,7 +149,7 @@ def register_blueprints(api: Api, serving_only: bool = False) -> None:
     governance = (promotions_blp, models_blp, lifecycle_blp, policies_blp)
     serving = (predictions_blp, deployments_blp, status_blp)
     monitoring = (monitoring_blp, abtests_blp, drift_blp, alerts_blp)
-    records = (audit_blp, experiments_blp, runs_blp, auth_blp)
+    records = (audit_blp, experiments_blp, runs_blp, auth_blp, jobs_blp)
     # Registration order is the order of Swagger UI's sections: an approver's first.
     # Serving-only processes (scaled out for inference) carry the serving layer alone.
     versioned = serving if serving_only else governance + serving + monitoring + records

@@ -168,37 +168,24 @@ def promotions() -> None:
 
 @promotions.command("sweep")
 def promotions_sweep() -> None:
-    """Expire overdue requests, execute approved ones whose execution stalled, settle
-    MLflow writes whose outcome was never confirmed, forget idempotency keys and logged
-    predictions past their retention, end A/B tests past their maximum duration, evaluate
-    alert rules and refresh drift reports (cron)."""
+    """Run every housekeeping job once (cron), as the in-service scheduler does on its
+    intervals: retention, expiry and stalled executions, unconfirmed MLflow writes, A/B
+    tests past their maximum duration, alert rules, drift reports. One line per job;
+    exit 1 if any failed."""
     from registry_service.services.container import build_services
 
-    settings = _settings()
-    services = build_services(settings)
+    services = build_services(_settings())
     try:
-        # First: it needs only the database, so an MLflow outage cannot hold it up.
-        purged = services.idempotency.purge(timedelta(hours=settings.idempotency_retention_hours))
-        predictions = services.serving.purge(timedelta(days=settings.prediction_retention_days))
-        rollups = services.monitoring.purge(timedelta(days=settings.monitoring_retention_days))
-        counts = services.promotions.sweep(_ctx())
-        intents = services.models.settle_intents(_ctx())
-        tests_ended = services.monitoring.end_overdue_tests(_ctx())
-        alerts = services.monitoring.evaluate_alerts(_ctx())
-        drift = services.monitoring.refresh_drift()
-    except RegistryError as exc:
-        _fail(exc)
+        for job in services.scheduler.jobs:
+            services.scheduler.run(job)
+        states = services.scheduler.states()
     finally:
         services.close()
-    click.echo(
-        f"{counts['expired']} expired, {counts['executed_stalled']} stalled executed, "
-        f"{intents['recorded']} unconfirmed MLflow writes recorded, {intents['failed']} found "
-        f"not applied, {intents['unknown']} still unknown, {purged} idempotency keys purged, "
-        f"{predictions} logged predictions and {rollups} minute rollups past retention "
-        f"purged, {tests_ended} A/B tests "
-        f"past their maximum duration concluded, {len(alerts)} alerts fired or resolved, "
-        f"{drift} drift reports refreshed"
-    )
+    for state in states:
+        figures = " ".join(f"{k}={v}" for k, v in (state.last_result or {}).items())
+        click.echo(f"{state.name}: {state.last_outcome} {state.last_error or figures}".rstrip())
+    if any(state.last_outcome == "failed" for state in states):
+        sys.exit(1)
 
 
 @main.command("serve")
@@ -271,9 +258,13 @@ def serve(
         def load(self):
             # Runs in each worker: preloaded deployments load before it takes requests.
             app = create_app(settings)
-            serving = app.extensions[EXTENSION_KEY].serving
-            serving.start()
-            atexit.register(serving.stop)
+            services = app.extensions[EXTENSION_KEY]
+            services.serving.start()
+            atexit.register(services.serving.stop)
+            if settings.scheduler and not settings.serving_only:
+                # Every worker runs one; the one holding the leadership lock runs jobs.
+                services.scheduler.start()
+                atexit.register(services.scheduler.stop)
             return app
 
     shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host

@@ -83,6 +83,8 @@ class Settings:
     # Monitoring: input rows sampled per version, variant and minute (drift reads them).
     monitoring_sample_rows: int = 50
     monitoring_retention_days: int = 90
+    # The in-service scheduler (housekeeping, alerts, drift) in `serve`'s processes.
+    scheduler: bool = True
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +142,7 @@ class Settings:
                 env, "REGISTRY_PREDICTION_RETENTION_DAYS", 30, 1, 3650
             ),
             monitoring_sample_rows=_bounded(env, "REGISTRY_MONITORING_SAMPLE_ROWS", 50, 0, 10_000),
+            scheduler=_flag(env, "REGISTRY_SCHEDULER", True),
             monitoring_retention_days=_bounded(
                 env, "REGISTRY_MONITORING_RETENTION_DAYS", 90, 1, 3650
             ),

@@ -8,6 +8,7 @@ process dies.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -117,3 +118,83 @@ class NamedLocks:
             yield
         finally:
             self._local.release()
+
+
+class Leadership:
+    """Being the one process that holds ``name``: taken without waiting, kept until
+    released or until the holder (its connection, or its process) dies.
+
+    PostgreSQL: a session advisory lock on a connection kept open for the term, checked
+    on every tick, so a database restart ends the term instead of leaving two leaders.
+    SQLite: ``flock`` on a file, held through an open descriptor.
+    """
+
+    def __init__(self, locks: NamedLocks, name: str) -> None:
+        self.locks = locks
+        self.name = name
+        self._conn = None
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None or self._fd is not None
+
+    def try_acquire(self) -> bool:
+        if self.held:
+            return True
+        db = self.locks.db
+        if db.dialect == "postgresql":
+            conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                got = conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self.name)}
+                ).scalar()
+            except DBAPIError:
+                conn.invalidate()
+                conn.close()
+                return False
+            if got:
+                self._conn = conn
+            else:
+                conn.close()
+        elif self.locks._dir is not None:
+            self.locks._dir.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256(self.name.encode("utf-8")).hexdigest()[:32]
+            fd = os.open(self.locks._dir / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+            except BlockingIOError:
+                os.close(fd)
+        else:  # in-memory SQLite: one process, so it leads
+            self._fd = -1
+        return self.held
+
+    def still_held(self) -> bool:
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+            except DBAPIError:
+                self._drop()
+                return False
+        return self.held
+
+    def release(self) -> None:
+        if self._conn is not None:
+            # If this fails, closing below ends the session, and the lock with it.
+            with contextlib.suppress(DBAPIError):
+                self._conn.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(self.name)}
+                )
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(DBAPIError):
+                self._conn.invalidate()
+                self._conn.close()
+            self._conn = None
+        if self._fd is not None:
+            if self._fd >= 0:
+                os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None

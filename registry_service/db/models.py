@@ -428,3 +428,21 @@ class DriftReportRow(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ScheduledJobRow(Base):
+    """The last run of one job of the in-service scheduler, whoever led then."""
+
+    __tablename__ = "scheduled_jobs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    every_seconds: Mapped[float] = mapped_column(Float)
+    leader: Mapped[str | None] = mapped_column(String(200))
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_duration_ms: Mapped[float | None] = mapped_column(Float)
+    last_outcome: Mapped[str | None] = mapped_column(String(16))  # ok | failed
+    last_result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    runs: Mapped[int] = mapped_column(BigInt, default=0)
+    failures: Mapped[int] = mapped_column(BigInt, default=0)

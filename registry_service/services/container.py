@@ -12,6 +12,7 @@ from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
 from registry_service.metrics import Metrics
 from registry_service.monitoring.service import MonitoringService
+from registry_service.scheduler.runner import Scheduler
 from registry_service.services.audit import AuditLog
 from registry_service.services.evaluation import EvaluationService
 from registry_service.services.experiments import ExperimentService
@@ -47,8 +48,10 @@ class Services:
     serving: ServingService
     monitoring: MonitoringService
     metrics: Metrics
+    scheduler: Scheduler
 
     def close(self) -> None:
+        self.scheduler.stop()
         self.serving.stop()
         self.db.dispose()
 
@@ -108,7 +111,8 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
     )
     # A profile logged with the training run becomes the version's drift reference.
     models.on_registered.append(monitoring.capture_reference)
-    return Services(
+    services = Services(
+        scheduler=Scheduler(db, NamedLocks(db), []),
         metrics=metrics,
         serving=serving,
         monitoring=monitoring,
@@ -126,6 +130,10 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
         verifications=VerificationJobs(db, audit),
         experiments=ExperimentService(gateway),
     )
+    from registry_service.scheduler.jobs import housekeeping
+
+    services.scheduler.jobs = housekeeping(services)
+    return services
 
 
 def get_services() -> Services:

@@ -21,6 +21,9 @@ def live_server(registry_db_url, mlflow_uri, tmp_path_factory):
         REGISTRY_DATABASE_URL=registry_db_url,
         MLFLOW_TRACKING_URI=mlflow_uri,
         REGISTRY_DATA_DIR=str(tmp_path_factory.mktemp("data")),
+        # The suite's shared database holds requests tests leave approved or overdue on
+        # purpose; test_scheduler runs the scheduler on a database of its own.
+        REGISTRY_SCHEDULER="0",
     )
     log = tmp_path_factory.mktemp("logs") / "service.log"
     service = ServiceProcess(env, log, ROOT, extra_args=("--workers", "2")).start()
