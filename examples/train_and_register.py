@@ -61,6 +61,8 @@ def main() -> None:
         run.log_figure(figure, "plots/roc.png")
         plt.close(figure)
         run.log_dict({"features": 30, "test_rows": len(x_test)}, "data/summary.json")
+        # What the training data looked like: the registry's drift reference.
+        run.log_dataset_profile(x_train, predictions=model.predict(x_train))
         # The signature lets the service check prediction input and describe the model.
         run.log_model(
             model,

@@ -315,15 +315,18 @@ class TrackedRun:
         self._client.log_dict(self.run_id, data, artifact_file)
 
     def log_dataset_profile(self, data: Any, predictions: Any = None) -> dict[str, Any]:
-        """Profile the training data (a DataFrame or {column: values}) and log it where the
-        registry looks for a version's drift reference: per-feature quantiles (numbers)
-        or category shares (text). ``predictions``: the model's answers on ``data``, so
-        that prediction drift is measured too. Returns the profile."""
-        columns = (
-            {str(c): data[c].tolist() for c in data.columns}
-            if hasattr(data, "columns")
-            else {str(k): list(v) for k, v in dict(data).items()}
-        )
+        """Profile the training data (a DataFrame, {column: values}, or a 2-D array whose
+        columns are named "0", "1"... as in an ``instances`` or ``inputs`` request) and log
+        it where the registry looks for a version's drift reference: per-feature
+        quantiles (numbers) or category shares (text). ``predictions``: the model's
+        answers on ``data``, so that prediction drift is measured too."""
+        if hasattr(data, "columns"):
+            columns = {str(c): data[c].tolist() for c in data.columns}
+        elif isinstance(data, Mapping):
+            columns = {str(k): list(v) for k, v in data.items()}
+        else:
+            matrix = np.asarray(data)
+            columns = {str(i): matrix[:, i].tolist() for i in range(matrix.shape[1])}
         answers = None if predictions is None else np.asarray(predictions).ravel().tolist()
         profile = profile_of(columns, answers)
         self._client.log_dict(self.run_id, profile, PROFILE_ARTIFACT)
