@@ -61,6 +61,7 @@ VALUE_QUANTILES = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.9
 MAX_POINTS = 2000
 MAX_REFERENCE_ROWS = 100_000
 MAX_DRIFT_ROWS = 20_000  # sampled input rows read for one drift report
+MIN_DRIFT_ROWS = 30  # fewer, and one odd request decides the verdict
 PROFILE_MAX_BYTES = 4 * 1024 * 1024
 SYSTEM = Principal(0, SYSTEM_ACTOR, frozenset({Role.ADMIN.value}))
 
@@ -484,8 +485,10 @@ class MonitoringService:
             "rows": profile.get("rows"),
             "created_at": reference.created_at.isoformat(),
         }
-        if not sample:
-            entry["detail"] = "no sampled predictions in the window"
+        if len(sample) < MIN_DRIFT_ROWS:
+            entry["detail"] = (
+                f"{len(sample)} sampled rows in the window; a verdict needs {MIN_DRIFT_ROWS}"
+            )
             return entry
         columns: dict[str, list[Any]] = {}
         for item in sample:
