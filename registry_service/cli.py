@@ -176,6 +176,9 @@ def promotions_sweep() -> None:
 
     services = build_services(_settings())
     try:
+        if not services.scheduler.leadership.try_acquire():
+            click.echo("a running service's scheduler leads and runs these jobs: nothing run")
+            return
         for job in services.scheduler.jobs:
             services.scheduler.run(job)
         states = services.scheduler.states()

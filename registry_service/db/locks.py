@@ -146,6 +146,8 @@ class Leadership:
         if db.dialect == "postgresql":
             conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
+                # A half-open connection must end the term, not hang the check.
+                conn.execute(text("SET statement_timeout = '5s'"))
                 got = conn.execute(
                     text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(self.name)}
                 ).scalar()

@@ -21,19 +21,38 @@ MAX_CATEGORIES = 50
 MAX_FEATURES = 500
 
 
+# Numbers beyond this are not profiled: their squares would overflow a float.
+MAX_MAGNITUDE = 1e150
+# A numeric feature with this few distinct values is profiled as categories: quantiles of
+# a binary or small-integer feature make PSI and KS see drift in identical data.
+MAX_DISCRETE = 10
+
+
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number a float can hold with room to square it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**63
+    return math.isfinite(value) and abs(value) <= MAX_MAGNITUDE
+
+
+def category_of(value: Any) -> str:
+    """One spelling per category whichever source it came from: JSON true, CSV "true";
+    1, 1.0 and "1" alike."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def feature_profile(values: Iterable[Any]) -> dict[str, Any] | None:
     present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not present:
         return None
-    if all(is_number(v) for v in present):
+    if all(is_number(v) for v in present) and len(set(present)) > MAX_DISCRETE:
         data = np.asarray(present, dtype=float)
-        data = data[np.isfinite(data)]
-        if not data.size:
-            return None
         return {
             "kind": "numeric",
             "count": int(data.size),
@@ -43,7 +62,7 @@ def feature_profile(values: Iterable[Any]) -> dict[str, Any] | None:
             "max": float(data.max()),
             "quantiles": [float(q) for q in np.quantile(data, np.linspace(0, 1, 101))],
         }
-    counts = Counter(str(v) for v in present)
+    counts = Counter(category_of(v) for v in present)
     top = dict(counts.most_common(MAX_CATEGORIES))
     rest = sum(counts.values()) - sum(top.values())
     if rest:

@@ -549,15 +549,18 @@ class MlflowGateway(RegistryGateway):
         return any(entry.path.rstrip("/").rpartition("/")[2] == leaf for entry in entries)
 
     def read_run_artifact(self, run_id, path, max_bytes):
-        parent, _, leaf = path.rpartition("/")
+        parent = path.rpartition("/")[0]
         with self._translate(errors.RunNotFound, f"run {run_id!r}"):
             entries = self.artifact_client.list_artifacts(run_id, parent or None)
-            entry = next((e for e in entries if e.path.rstrip("/").endswith(leaf)), None)
+            entry = next((e for e in entries if e.path.rstrip("/") == path), None)
             if entry is None or entry.is_dir or (entry.file_size or 0) > max_bytes:
                 return None
             with tempfile.TemporaryDirectory() as tmp:
-                local = self.artifact_client.download_artifacts(run_id, path, tmp)
-                return Path(local).read_bytes()
+                local = Path(self.artifact_client.download_artifacts(run_id, path, tmp))
+                # Some stores list no size: the cap is checked on the file itself.
+                if local.stat().st_size > max_bytes:
+                    return None
+                return local.read_bytes()
 
     def ping(self):
         with self._translate(errors.NotFound, "registry"):

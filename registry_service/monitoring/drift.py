@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from registry_service.domain.profile import OTHER, is_number
+from registry_service.domain.profile import OTHER, category_of, is_number
 
 PREDICTION = "__prediction__"
 PSI_BINS = 10
@@ -39,7 +39,7 @@ def compare(
         psi, statistic, p_value = _numeric(reference["quantiles"], data)
         test = "ks"
     else:
-        observed = Counter(str(v) for v in current if v is not None)
+        observed = Counter(category_of(v) for v in current if v is not None)
         if not observed:
             return None
         psi, statistic, p_value = _categorical(reference["shares"], observed)
@@ -76,7 +76,9 @@ def _numeric(quantiles: list[float], data: np.ndarray) -> tuple[float, float, fl
     edges = np.unique(q[np.linspace(0, q.size - 1, PSI_BINS + 1).round().astype(int)][1:-1])
     ref_cdf = np.interp(edges, q, probs)
     expected = np.diff(np.concatenate([[0.0], ref_cdf, [1.0]]))
-    counts = np.bincount(np.searchsorted(edges, data, side="right"), minlength=edges.size + 1)
+    # Bins are (e[i-1], e[i]]: a value equal to an edge falls in the bin the reference
+    # CDF at that edge counts it in.
+    counts = np.bincount(np.searchsorted(edges, data, side="left"), minlength=edges.size + 1)
     actual = counts / data.size
     psi = _psi(expected, actual)
     if q[0] == q[-1]:  # a constant reference: KS against a point mass

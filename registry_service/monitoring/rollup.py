@@ -10,11 +10,11 @@ without touching raw predictions.
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import datetime
 from typing import Any
 
+from registry_service.domain.profile import category_of, is_number
 from registry_service.monitoring.sketch import Sketch
 
 MAX_CLASSES = 100
@@ -26,22 +26,13 @@ def minute_of(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def is_label(value: Any) -> bool:
     """A value that reads as a class: text, a boolean or an integer (never a float, which
     is a regressor's answer even when it happens to be whole)."""
     return isinstance(value, str | bool | int)
 
 
-def label_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+label_of = category_of
 
 
 def values_of(outputs: Any) -> list[Any]:
@@ -120,7 +111,8 @@ class ServedBatch:
                 if label not in classes and len(classes) >= MAX_CLASSES:
                     label = OTHER_CLASS
                 classes[label] = classes.get(label, 0) + 1
-        paired = len(values) == len(rows)
+        # rows are the request's first rows (at most ROWS_PER_REQUEST), in order.
+        paired = len(values) >= len(rows)
         for i, row in enumerate(rows[:ROWS_PER_REQUEST]):
             self._offer({"x": row, "y": values[i] if paired else None})
 
@@ -199,10 +191,10 @@ def feedback_delta(predicted: Any, actual: Any, sign: int = 1) -> dict[str, Any]
 
 def merge_feedback(stored: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
     out = {
-        "requests": stored.get("requests", 0) + delta["requests"],
-        "reg_n": stored.get("reg_n", 0) + delta["reg_n"],
-        "abs": stored.get("abs", 0.0) + delta["abs"],
-        "sq": stored.get("sq", 0.0) + delta["sq"],
+        "requests": (stored.get("requests") or 0) + delta["requests"],
+        "reg_n": (stored.get("reg_n") or 0) + delta["reg_n"],
+        "abs": (stored.get("abs") or 0.0) + delta["abs"],
+        "sq": (stored.get("sq") or 0.0) + delta["sq"],
     }
     confusion = {p: dict(row) for p, row in (stored.get("confusion") or {}).items()}
     for p, row in delta["confusion"].items():

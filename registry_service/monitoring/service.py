@@ -11,10 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
 from registry_service.db.database import Database
+from registry_service.db.locks import NamedLocks
 from registry_service.db.models import (
     AbTestRow,
     AlertRow,
@@ -158,6 +160,7 @@ class MonitoringService:
         self.policies = policies
         self.promotions = promotions
         self.serving = serving
+        self.locks = NamedLocks(db)
         self.clock = clock
         self.sample_rows = max(1, sample_rows)
 
@@ -358,6 +361,14 @@ class MonitoringService:
     def _store_reference(
         self, ctx: Context, name: str, version: int, profile: dict[str, Any], source: str
     ) -> Reference:
+        try:
+            return self._store_reference_once(ctx, name, version, profile, source)
+        except IntegrityError:  # another call stored the first one meanwhile: replace it
+            return self._store_reference_once(ctx, name, version, profile, source)
+
+    def _store_reference_once(
+        self, ctx: Context, name: str, version: int, profile: dict[str, Any], source: str
+    ) -> Reference:
         with self.db.transaction() as session:
             row = session.get(VersionReferenceRow, (name, version), with_for_update=True)
             before = None
@@ -439,13 +450,13 @@ class MonitoringService:
             r = PredictionRollupRow
             window = [r.model_name == name, r.span == 1, r.minute >= minute_of(since)]
             window += [r.minute <= until] + ([r.model_version == version] if version else [])
-            minutes = session.execute(select(func.count()).where(*window)).scalar_one()
-            # A day holds ~72,000 sampled rows per version; a uniform share of the
-            # minutes is as good a sample for PSI and KS, and reads in a fraction.
-            every = max(1, math.ceil(minutes * self.sample_rows / MAX_DRIFT_ROWS))
+            minutes = sorted(set(session.execute(select(r.minute).where(*window)).scalars()))
+            # A day holds ~72,000 sampled rows per version; every k-th minute is as good
+            # a sample for PSI and KS, and reads in a fraction.
+            every = max(1, math.ceil(len(minutes) * self.sample_rows / MAX_DRIFT_ROWS))
             query = select(r.model_version, r.sample).where(*window)
             if every > 1:
-                query = query.where(r.id % every == 0)
+                query = query.where(r.minute.in_(minutes[::every]))
             for v, sample in session.execute(query):
                 if v:
                     samples.setdefault(v, []).extend(sample or [])
@@ -524,12 +535,15 @@ class MonitoringService:
                 ),
             }
         )
-        with self.db.transaction() as session:
-            row = session.get(DriftReportRow, (name, version), with_for_update=True)
-            if row is None:
-                session.add(DriftReportRow(model_name=name, version=version, report=report))
-            else:
-                row.report, row.computed_at = report, utcnow()
+        try:
+            with self.db.transaction() as session:
+                row = session.get(DriftReportRow, (name, version), with_for_update=True)
+                if row is None:
+                    session.add(DriftReportRow(model_name=name, version=version, report=report))
+                else:
+                    row.report, row.computed_at = report, utcnow()
+        except IntegrityError:
+            pass  # another process stored this version's report at the same moment
 
     def purge(self, older_than: timedelta) -> int:
         """Delete rollups older than the retention; the rows removed."""
@@ -564,8 +578,8 @@ class MonitoringService:
         for name, version in served:
             try:
                 report = self.drift(name, since, until, version=version, store=True)
-            except RegistryError as exc:
-                log.warning("drift of %s version %s not refreshed: %s", name, version, exc)
+            except Exception:  # one version's failure must not stop the others' reports
+                log.exception("drift of %s version %s not refreshed", name, version)
                 continue
             stored += report["versions"][0]["verdict"] is not None
         return stored
@@ -602,6 +616,35 @@ class MonitoringService:
                 f"version {versions[CHAMPION]} holds both {champion} and {challenger}: "
                 "there is nothing to compare"
             )
+        with self.locks.hold(f"abtest:{name}"):
+            return self._start_locked(
+                ctx,
+                name,
+                champion,
+                challenger,
+                versions,
+                share,
+                metric,
+                min_samples,
+                alpha,
+                max_hours,
+                sticky_by,
+            )
+
+    def _start_locked(
+        self,
+        ctx: Context,
+        name: str,
+        champion: Target,
+        challenger: Target,
+        versions: dict[str, int | None],
+        share: int,
+        metric: str,
+        min_samples: int,
+        alpha: float,
+        max_hours: float | None,
+        sticky_by: str | None,
+    ) -> AbTest:
         with self.db.read() as session:
             running = session.execute(
                 select(AbTestRow.id).where(
@@ -625,8 +668,7 @@ class MonitoringService:
         spec = self.serving.put_deployment(
             ctx, name, split, etag_of(previous_row) if previous_row else None
         )
-        # This process routes by the split at once; the others within their poll interval.
-        self.serving.refresh(name)
+        self._refresh(name)
         with self.db.transaction() as session:
             running = session.execute(
                 select(AbTestRow.id)
@@ -735,7 +777,10 @@ class MonitoringService:
         sides = {}
         figures_by_side = {}
         for role in (CHAMPION, CHALLENGER):
-            totals = self.totals(row.model_name, row.started_at, until, variant=role)
+            side_of = row.champion if role == CHAMPION else row.challenger
+            totals = self.totals(
+                row.model_name, row.started_at, until, version=side_of["version"], variant=role
+            )
             side = _side(row.metric, totals)
             sides[role] = side
             c = totals.counts
@@ -797,9 +842,34 @@ class MonitoringService:
             session.expunge(row)
         if row.status != "running":
             raise Conflict(f"A/B test {test_id} already ended at {row.ended_at.isoformat()}")
+        with self.locks.hold(f"abtest:{name}"):
+            return self._conclude_locked(ctx, principal, name, test_id, reason, row, now)
+
+    def _refresh(self, name: str) -> None:
+        """This process routes by the new split at once (the others within their poll
+        interval); a failure here only delays that, the change itself is recorded."""
+        try:
+            self.serving.refresh(name)
+        except RegistryError as exc:
+            log.warning("route of %s not refreshed now: %s", name, exc.detail)
+
+    def _conclude_locked(
+        self,
+        ctx: Context,
+        principal: Principal,
+        name: str,
+        test_id: int,
+        reason: str | None,
+        row: AbTestRow,
+        now: datetime,
+    ) -> AbTest:
+        with self.db.read() as session:
+            current = self._ab_row(session, name, test_id)
+            if current.status != "running":
+                raise Conflict(f"A/B test {test_id} was concluded meanwhile")
         analysis = self._analyse(row, now)
         analysis["deployment"] = self._restore_split(ctx, name, row)
-        self.serving.refresh(name)
+        self._refresh(name)
         with self.db.transaction() as session:
             locked = self._ab_row(session, name, test_id, lock=True)
             if locked.status != "running":
@@ -882,7 +952,9 @@ class MonitoringService:
                     self.conclude_ab_test(ctx, SYSTEM, name, test_id, "maximum duration reached")
                     ended += 1
                 except Conflict:
-                    pass
+                    pass  # concluded meanwhile
+                except Exception:  # the next run tries again; the other tests go on
+                    log.exception("A/B test %s on %s not concluded", test_id, name)
         return ended
 
     # -- alerts
@@ -907,7 +979,7 @@ class MonitoringService:
                 check_model_name(name, "model_name", "query")
                 query = query.where(ModelPolicyRow.model_name == name)
             policies = [(n, MonitoringPolicy.from_dict(m)) for n, m in session.execute(query)]
-        changed = []
+        changed = self._resolve_orphans(ctx, name)
         for model, policy in policies:
             for rule in policy.alerts:
                 try:
@@ -915,9 +987,40 @@ class MonitoringService:
                 except RegistryError as exc:
                     log.warning("alert %s on %s not evaluated: %s", rule.name, model, exc.detail)
                     continue
+                except Exception:  # one rule's failure must not stop the others
+                    log.exception("alert %s on %s not evaluated", rule.name, model)
+                    continue
                 if alert is not None:
                     changed.append(alert)
         return changed
+
+    def _resolve_orphans(self, ctx: Context, name: str | None) -> list[Alert]:
+        """Resolve firing alerts whose rule the policy no longer has: nothing evaluates
+        them any more, so they would fire for ever."""
+        system = Context(SYSTEM_ACTOR, ctx.request_id)
+        resolved = []
+        with self.db.transaction() as session:
+            query = select(AlertRow).where(AlertRow.state == "firing").with_for_update()
+            if name is not None:
+                query = query.where(AlertRow.model_name == name)
+            for row in session.execute(query).scalars().all():
+                policy_row = session.get(ModelPolicyRow, row.model_name)
+                policy = MonitoringPolicy.from_dict(policy_row.monitoring if policy_row else None)
+                if policy.rule(row.rule) is not None:
+                    continue
+                row.state, row.resolved_at = "resolved", self.clock()
+                row.resolved_figures = {"reason": "the rule was removed from the policy"}
+                session.flush()
+                self.audit.append(
+                    session,
+                    system,
+                    "alert.resolved",
+                    model_name=row.model_name,
+                    subject=f"alert:{row.id}",
+                    after={"alert_id": row.id, "rule": row.rule, **row.resolved_figures},
+                )
+                resolved.append(_alert(row))
+        return resolved
 
     def _measure(self, name: str, rule: AlertRule, version: int) -> dict[str, Any] | None:
         until = self.clock()
@@ -996,6 +1099,11 @@ class MonitoringService:
                     after={"alert_id": row.id, "rule": rule.as_dict(), **measured},
                 )
                 alert_id = row.id
+            elif breached and firing is not None:
+                # Still firing; a rollback the last evaluation could not start is retried.
+                if not (rule.rollback and firing.rollback_request_id is None):
+                    return None
+                alert_id = firing.id
             elif not breached and firing is not None:
                 firing.state, firing.resolved_at = "resolved", self.clock()
                 firing.resolved_figures = measured
@@ -1071,8 +1179,8 @@ def _side(metric: str, totals: Totals) -> stats.Side:
     c = totals.counts
     if metric == "accuracy":
         confusion = totals.feedback["confusion"]
-        n = sum(v for row in confusion.values() for v in row.values())
-        correct = sum(row.get(label, 0) for label, row in confusion.items())
+        n = sum(v for row in confusion.values() for v in row.values() if v > 0)
+        correct = sum(max(row.get(label, 0), 0) for label, row in confusion.items())
         return stats.Side(n, _ratio(correct, n), successes=correct)
     if metric == "error_rate":
         return stats.Side(c["requests"], _ratio(c["errors"], c["requests"]), successes=c["errors"])

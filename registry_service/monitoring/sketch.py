@@ -15,6 +15,8 @@ from ddsketch.mapping import LogarithmicMapping
 
 RELATIVE_ACCURACY = 0.01
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
+# Beyond this a square overflows; such values are not kept (sums must stay finite).
+MAX_MAGNITUDE = 1e150
 
 
 class Sketch:
@@ -38,7 +40,7 @@ class Sketch:
         return sketch
 
     def add(self, value: float) -> None:
-        if not math.isfinite(value):
+        if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
             return
         magnitude = abs(value)
         if magnitude < _MAPPING.min_possible:
@@ -110,9 +112,9 @@ class Sketch:
         if not self.count:
             return {"edges": [], "counts": []}
         low, high = self.min, self.max
-        if high <= low:
-            return {"edges": [low, high], "counts": [self.count]}
         width = (high - low) / bins
+        if not (math.isfinite(width) and width > 0):
+            return {"edges": [low, high], "counts": [self.count]}
         counts = [0] * bins
         for value, n in self._bins():
             index = min(int((min(max(value, low), high) - low) / width), bins - 1)
@@ -148,10 +150,11 @@ class Sketch:
             for key, n in theirs.items():
                 k = int(key)
                 mine[k] = mine.get(k, 0) + n
-        self.zero += data["z"]
-        self.count += data["c"]
-        self.sum += data["s"]
-        self.sumsq += data["ss"]
-        self.min = min(self.min, data["lo"])
-        self.max = max(self.max, data["hi"])
+        # A null here was a non-finite figure stored by an earlier version: read as 0.
+        self.zero += data.get("z") or 0
+        self.count += data.get("c") or 0
+        self.sum += data.get("s") or 0.0
+        self.sumsq += data.get("ss") or 0.0
+        self.min = min(self.min, data["lo"] if data.get("lo") is not None else math.inf)
+        self.max = max(self.max, data["hi"] if data.get("hi") is not None else -math.inf)
         return self

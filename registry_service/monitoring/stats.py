@@ -12,6 +12,9 @@ from scipy import stats
 
 def classification(confusion: dict[str, dict[str, int]]) -> dict[str, Any]:
     """Accuracy and macro-averaged precision, recall and F1 from {predicted: {actual: n}}."""
+    # Counts below zero come from replacing ground truth that was never counted.
+    confusion = {p: {a: n for a, n in row.items() if n > 0} for p, row in confusion.items()}
+    confusion = {p: row for p, row in confusion.items() if row}
     total = sum(n for row in confusion.values() for n in row.values())
     if not total:
         return {}
@@ -54,7 +57,7 @@ class Side:
 
 
 def proportion_interval(successes: int, n: int, level: float = 0.95) -> list[float] | None:
-    if n <= 0:
+    if n <= 0 or not 0 <= successes <= n:
         return None
     ci = stats.binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
     return [float(ci.low), float(ci.high)]
@@ -74,6 +77,8 @@ def mean_interval(
 def two_proportion_z(a: Side, b: Side) -> tuple[float, float] | None:
     """Two-sided pooled two-proportion z-test: (z, p-value) of b against a."""
     if not a.n or not b.n or a.successes is None or b.successes is None:
+        return None
+    if not (0 <= a.successes <= a.n and 0 <= b.successes <= b.n):
         return None
     pooled = (a.successes + b.successes) / (a.n + b.n)
     se = math.sqrt(pooled * (1 - pooled) * (1 / a.n + 1 / b.n))

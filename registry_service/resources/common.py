@@ -132,4 +132,6 @@ class Moment(ma.fields.Field):
             ) from None
         if moment.tzinfo is None:
             raise ma.ValidationError("give the time zone, e.g. 2026-11-23T10:00:00Z")
+        if not 1970 < moment.year < 9000:
+            raise ma.ValidationError("a time between the years 1970 and 9000")
         return moment.astimezone(UTC)

@@ -127,7 +127,8 @@ class Scheduler:
             )
         ran = []
         for job in self.jobs:
-            if self._stop.is_set() or not self.leadership.held:
+            # Checked before each job: a term that ended mid-cycle runs nothing more.
+            if self._stop.is_set() or not self.leadership.still_held():
                 break
             last = started.get(job.name)
             if last is None or self.clock() - last >= job.every:

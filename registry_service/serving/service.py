@@ -37,6 +37,7 @@ from registry_service.domain.entities import Stage
 from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Target, TargetType
 from registry_service.errors import (
+    Conflict,
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
@@ -577,18 +578,21 @@ class ServingService:
             }
             known = set(predictions)
             if known:
-                previous = dict(
-                    session.execute(
-                        select(PredictionFeedbackRow.request_id, PredictionFeedbackRow.actual)
+                # What is taken out is what is subtracted: one statement, so a concurrent
+                # call cannot slip a row in between the read and the delete.
+                previous = {
+                    rid: actual_
+                    for rid, model, actual_ in session.execute(
+                        delete(PredictionFeedbackRow)
                         .where(PredictionFeedbackRow.request_id.in_(list(known)))
-                        .with_for_update()
-                    ).all()
-                )
-                session.execute(
-                    delete(PredictionFeedbackRow).where(
-                        PredictionFeedbackRow.request_id.in_(list(known))
+                        .returning(
+                            PredictionFeedbackRow.request_id,
+                            PredictionFeedbackRow.model_name,
+                            PredictionFeedbackRow.actual,
+                        )
                     )
-                )
+                    if model == name
+                }
                 now = utcnow()
                 session.add_all(
                     PredictionFeedbackRow(
@@ -610,6 +614,12 @@ class ServingService:
                             feedback_delta(row.outputs, previous[rid], sign=-1)
                         )
                     deltas.setdefault(key, []).append(feedback_delta(row.outputs, actual[rid]))
+                try:
+                    session.flush()
+                except IntegrityError:
+                    raise Conflict(
+                        "another call is recording ground truth for these requests; send again"
+                    ) from None
                 fold_feedback(session, deltas)
         unknown = sorted(set(actual) - known)
         return {"accepted": len(known), "unknown_request_ids": unknown}

@@ -165,6 +165,8 @@ def test_monitoring_refuses_bad_windows(client, auth, served):
         ("?interval=0m", "interval"),
         ("?since=400d&interval=1m", "interval"),
         ("?since=now&until=1h", "until"),
+        ("?since=0001-01-01T00:00:00%2B01:00", "since"),
+        ("?until=9999-12-31T23:59:59-01:00", "until"),
     ):
         answer = client.get(f"/api/v1/models/{model}/monitoring{query}", headers=auth())
         assert answer.status_code == 422, (query, answer.json)
@@ -236,6 +238,9 @@ def test_reference_uploads_refuse_bad_input(client, auth, served):
         ({}, {"json": {"records": []}}, 422),
         ({}, {"json": {"records": [{"a": 1}], "predictions": [1, 2]}}, 422),
         ({}, {"json": {"records": [{"a": None}]}}, 422),
+        ({"Content-Type": "text/csv"}, {"data": "a,a\n1,2\n"}, 422),
+        ({"Content-Type": "text/csv"}, {"data": "a,b\n1,2\n3\n"}, 422),
+        ({}, {"json": {"records": [{f"f{i}": 1} for i in range(600)]}}, 422),
     ):
         answer = client.put(url, headers={**auth("approver"), **headers}, **kwargs)
         assert answer.status_code == status, (kwargs, answer.json)

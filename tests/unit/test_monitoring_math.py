@@ -213,3 +213,42 @@ def test_resent_feedback_replaces_its_share_of_the_rollup():
         "mae": pytest.approx(0.75),
         "rmse": pytest.approx(math.sqrt((0.25 + 1.0) / 2)),
     }
+
+
+def test_huge_values_leave_the_sums_finite_and_old_nulls_read_as_zero():
+    sketch = Sketch.of([1.0, 1e200, -1e300, 2.0])
+    assert sketch.count == 2 and math.isfinite(sketch.sumsq)
+    stored = sketch.to_json() | {"ss": None}  # a non-finite sum stored as null earlier
+    assert Sketch().merge_json(stored).count == 2
+    delta = feedback_delta([3.5], [1e200])
+    assert delta["reg_n"] == 0 and math.isfinite(delta["sq"])
+    assert values_of([10**400]) == []
+    # Ground truth replaced before it was ever counted leaves negative counts: no crash.
+    assert stats.classification({"1": {"1": -1, "0": 2}})["accuracy"] == 0.0
+    assert stats.proportion_interval(-1, 5) is None
+
+
+def test_discrete_features_compared_with_themselves_do_not_drift():
+    rng = np.random.default_rng(18)
+    binary = rng.choice([0, 1], 5000, p=[0.7, 0.3]).tolist()
+    constant = [3.0] * 5000
+    flags = rng.choice([True, False], 5000).tolist()
+    profile = profile_of({"binary": binary, "constant": constant, "flag": flags})
+    assert {f["kind"] for f in profile["features"].values()} == {"categorical"}
+    live = {
+        "binary": rng.choice([0, 1], 800, p=[0.7, 0.3]).tolist(),
+        "constant": [3] * 800,  # an integer now, a float in training: the same category
+        "flag": ["true" if f else "false" for f in rng.choice([True, False], 800)],
+    }
+    results = {n: drift.compare(profile["features"][n], live[n], THRESHOLDS) for n in live}
+    assert drift.verdict(results)["drift"] is False, results
+
+
+def test_values_equal_to_a_decile_edge_fall_in_the_bin_the_reference_counts_them_in():
+    rng = np.random.default_rng(19)
+    reference = np.round(rng.normal(50, 10, 20000)).tolist()  # many ties at every edge
+    profile = profile_of({"x": reference})
+    assert profile["features"]["x"]["kind"] == "numeric"
+    same = np.round(rng.normal(50, 10, 3000)).tolist()
+    result = drift.compare(profile["features"]["x"], same, THRESHOLDS)
+    assert result["psi"] < 0.05 and not result["drifted"], result

@@ -12,6 +12,7 @@ from flask.views import MethodView
 from registry_service.api import Blueprint
 from registry_service.auth import current_context
 from registry_service.domain.entities import Role
+from registry_service.domain.profile import MAX_FEATURES
 from registry_service.errors import (
     BadRequest,
     UnsupportedMediaType,
@@ -69,9 +70,22 @@ def _csv_columns(raw: bytes, prediction_column: str | None):
             "the CSV needs a header row and at least one data row",
             errors=[{"field": "_body", "location": "body", "message": "header and rows"}],
         )
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise ValidationError(
+            f"the CSV header names {', '.join(map(repr, duplicates))} more than once",
+            errors=[{"field": "_body", "location": "body", "message": "duplicate column names"}],
+        )
+    if len(header) > MAX_FEATURES:
+        raise _too_many_columns(len(header))
     columns: dict[str, list] = {name: [] for name in header}
-    for row in rows:
-        for name, value in zip(header, row, strict=False):
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ValidationError(
+                f"CSV line {number} has {len(row)} cells for {len(header)} columns",
+                errors=[{"field": "_body", "location": "body", "message": "ragged rows"}],
+            )
+        for name, value in zip(header, row, strict=True):
             columns[name].append(_cell(value))
     predictions = None
     if prediction_column is not None:
@@ -82,6 +96,13 @@ def _csv_columns(raw: bytes, prediction_column: str | None):
             )
         predictions = columns.pop(prediction_column)
     return columns, predictions
+
+
+def _too_many_columns(count: int) -> ValidationError:
+    return ValidationError(
+        f"{count} or more columns: a reference profiles at most {MAX_FEATURES} features",
+        errors=[{"field": "records", "location": "json", "message": f"at most {MAX_FEATURES}"}],
+    )
 
 
 def _cell(value: str):
@@ -106,6 +127,8 @@ def _json_columns(body):
     columns: dict[str, list] = {}
     for i, record in enumerate(data["records"]):
         for key in record:
+            if key not in columns and len(columns) >= MAX_FEATURES:
+                raise _too_many_columns(len(columns) + 1)
             columns.setdefault(key, [None] * i)
         for key, values in columns.items():
             value = record.get(key)
