@@ -616,110 +616,85 @@ class MonitoringService:
                 f"version {versions[CHAMPION]} holds both {champion} and {challenger}: "
                 "there is nothing to compare"
             )
+        # One start or conclusion per model at a time: the split and the test row agree.
         with self.locks.hold(f"abtest:{name}"):
-            return self._start_locked(
-                ctx,
-                name,
-                champion,
-                challenger,
-                versions,
-                share,
-                metric,
-                min_samples,
-                alpha,
-                max_hours,
-                sticky_by,
-            )
-
-    def _start_locked(
-        self,
-        ctx: Context,
-        name: str,
-        champion: Target,
-        challenger: Target,
-        versions: dict[str, int | None],
-        share: int,
-        metric: str,
-        min_samples: int,
-        alpha: float,
-        max_hours: float | None,
-        sticky_by: str | None,
-    ) -> AbTest:
-        with self.db.read() as session:
-            running = session.execute(
-                select(AbTestRow.id).where(
-                    AbTestRow.model_name == name, AbTestRow.status == "running"
-                )
-            ).scalar_one_or_none()
-        if running is not None:
-            raise Conflict(f"A/B test {running} is still running on {name!r}: conclude it first")
-        previous_row = self.serving._stored(name)
-        previous = previous_row.to_json() if previous_row else None
-        base = previous_row or DeploymentSpec.default()
-        split = {
-            "variants": [
-                {"name": CHAMPION, **_target_json(champion), "weight": 100 - share},
-                {"name": CHALLENGER, **_target_json(challenger), "weight": share},
-            ],
-            "sticky_by": sticky_by if sticky_by is not None else base.sticky_by,
-            "fallback": base.fallback,
-            "preload": base.preload,
-        }
-        spec = self.serving.put_deployment(
-            ctx, name, split, etag_of(previous_row) if previous_row else None
-        )
-        self._refresh(name)
-        with self.db.transaction() as session:
-            running = session.execute(
-                select(AbTestRow.id)
-                .where(AbTestRow.model_name == name, AbTestRow.status == "running")
-                .with_for_update()
-            ).scalar_one_or_none()
+            with self.db.read() as session:
+                running = session.execute(
+                    select(AbTestRow.id).where(
+                        AbTestRow.model_name == name, AbTestRow.status == "running"
+                    )
+                ).scalar_one_or_none()
             if running is not None:
-                raise Conflict(f"A/B test {running} started on {name!r} meanwhile")
-            row = AbTestRow(
-                model_name=name,
-                status="running",
-                champion={
-                    "target": str(champion),
-                    **_target_json(champion),
-                    "version": versions[CHAMPION],
-                },
-                challenger={
-                    "target": str(challenger),
-                    **_target_json(challenger),
-                    "version": versions[CHALLENGER],
-                },
-                challenger_share=share,
-                metric=metric,
-                min_samples=min_samples,
-                alpha=alpha,
-                max_hours=max_hours,
-                previous_spec=previous,
-                started_at=self.clock(),
-                started_by=ctx.actor,
-                result={"deployment_revision": spec.revision},
+                raise Conflict(
+                    f"A/B test {running} is still running on {name!r}: conclude it first"
+                )
+            previous_row = self.serving._stored(name)
+            previous = previous_row.to_json() if previous_row else None
+            base = previous_row or DeploymentSpec.default()
+            split = {
+                "variants": [
+                    {"name": CHAMPION, **_target_json(champion), "weight": 100 - share},
+                    {"name": CHALLENGER, **_target_json(challenger), "weight": share},
+                ],
+                "sticky_by": sticky_by if sticky_by is not None else base.sticky_by,
+                "fallback": base.fallback,
+                "preload": base.preload,
+            }
+            spec = self.serving.put_deployment(
+                ctx, name, split, etag_of(previous_row) if previous_row else None
             )
-            session.add(row)
-            session.flush()
-            self.audit.append(
-                session,
-                ctx,
-                "abtest.started",
-                model_name=name,
-                subject=f"abtest:{row.id}",
-                after={
-                    "id": row.id,
-                    "champion": row.champion,
-                    "challenger": row.challenger,
-                    "challenger_share": share,
-                    "metric": metric,
-                    "min_samples": min_samples,
-                    "alpha": alpha,
-                    "max_hours": max_hours,
-                },
-            )
-            return self._ab_entity(row)
+            self._refresh(name)
+            with self.db.transaction() as session:
+                running = session.execute(
+                    select(AbTestRow.id)
+                    .where(AbTestRow.model_name == name, AbTestRow.status == "running")
+                    .with_for_update()
+                ).scalar_one_or_none()
+                if running is not None:
+                    raise Conflict(f"A/B test {running} started on {name!r} meanwhile")
+                row = AbTestRow(
+                    model_name=name,
+                    status="running",
+                    champion={
+                        "target": str(champion),
+                        **_target_json(champion),
+                        "version": versions[CHAMPION],
+                    },
+                    challenger={
+                        "target": str(challenger),
+                        **_target_json(challenger),
+                        "version": versions[CHALLENGER],
+                    },
+                    challenger_share=share,
+                    metric=metric,
+                    min_samples=min_samples,
+                    alpha=alpha,
+                    max_hours=max_hours,
+                    previous_spec=previous,
+                    started_at=self.clock(),
+                    started_by=ctx.actor,
+                    result={"deployment_revision": spec.revision},
+                )
+                session.add(row)
+                session.flush()
+                self.audit.append(
+                    session,
+                    ctx,
+                    "abtest.started",
+                    model_name=name,
+                    subject=f"abtest:{row.id}",
+                    after={
+                        "id": row.id,
+                        "champion": row.champion,
+                        "challenger": row.challenger,
+                        "challenger_share": share,
+                        "metric": metric,
+                        "min_samples": min_samples,
+                        "alpha": alpha,
+                        "max_hours": max_hours,
+                    },
+                )
+                return self._ab_entity(row)
 
     def _ab_row(self, session: Session, name: str, test_id: int, lock: bool = False) -> AbTestRow:
         query = select(AbTestRow).where(AbTestRow.id == test_id, AbTestRow.model_name == name)
