@@ -11,7 +11,7 @@ from datetime import timedelta
 import click
 
 from registry_service.config import Settings
-from registry_service.domain.entities import Role
+from registry_service.domain.entities import Role, TokenKind
 from registry_service.errors import RegistryError
 from registry_service.services.context import Context
 
@@ -91,12 +91,20 @@ def tokens() -> None:
     multiple=True,
     help="Approver group the principal belongs to (repeatable); replaces its groups.",
 )
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in TokenKind]),
+    default=TokenKind.HUMAN.value,
+    show_default=True,
+    help="Who holds it: by default only human tokens' approvals count toward a quorum.",
+)
 @click.option("--expires-in-days", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def tokens_create(
     name: str,
     roles: tuple[str, ...],
     groups: tuple[str, ...],
+    kind: str,
     expires_in_days: int | None,
     as_json: bool,
 ) -> None:
@@ -104,18 +112,24 @@ def tokens_create(
     expires = timedelta(days=expires_in_days) if expires_in_days else None
     try:
         secret, info = _token_service().create(
-            _ctx(), name, list(roles), expires, list(groups) if groups else None
+            _ctx(), name, list(roles), expires, list(groups) if groups else None, kind
         )
     except RegistryError as exc:
         _fail(exc)
     if as_json:
         click.echo(
             json.dumps(
-                {"id": info.id, "principal": info.principal, "roles": info.roles, "token": secret}
+                {
+                    "id": info.id,
+                    "principal": info.principal,
+                    "roles": info.roles,
+                    "kind": info.kind,
+                    "token": secret,
+                }
             )
         )
     else:
-        click.echo(f"token {info.id} for {info.principal} ({', '.join(info.roles)}):")
+        click.echo(f"token {info.id} for {info.principal} ({', '.join(info.roles)}; {info.kind}):")
         click.echo(secret)
         click.echo("store it now: it cannot be shown again", err=True)
 
@@ -125,7 +139,10 @@ def tokens_create(
 def tokens_list(include_revoked: bool) -> None:
     """List tokens (never their secrets)."""
     rows = _token_service().list(include_revoked)
-    click.echo(f"{'ID':>4}  {'PRINCIPAL':<24} {'ROLES':<28} {'PREFIX':<10} {'CREATED':<20} STATE")
+    click.echo(
+        f"{'ID':>4}  {'PRINCIPAL':<24} {'ROLES':<28} {'KIND':<6} {'PREFIX':<10} "
+        f"{'CREATED':<20} STATE"
+    )
     for t in rows:
         state = (
             "revoked"
@@ -133,7 +150,7 @@ def tokens_list(include_revoked: bool) -> None:
             else (f"expires {t.expires_at:%Y-%m-%d}" if t.expires_at else "active")
         )
         click.echo(
-            f"{t.id:>4}  {t.principal:<24} {','.join(t.roles):<28} {t.prefix:<10} "
+            f"{t.id:>4}  {t.principal:<24} {','.join(t.roles):<28} {t.kind:<6} {t.prefix:<10} "
             f"{t.created_at:%Y-%m-%d %H:%M:%S}  {state}"
         )
 

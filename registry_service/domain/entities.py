@@ -33,6 +33,14 @@ class Role(enum.StrEnum):
     PREDICTOR = "predictor"
 
 
+class TokenKind(enum.StrEnum):
+    """Who holds a token: a person, a CI job, or an AI agent acting through tools."""
+
+    HUMAN = "human"
+    CI = "ci"
+    AGENT = "agent"
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
@@ -177,6 +185,9 @@ class Principal:
     name: str
     roles: frozenset[str]
     groups: frozenset[str] = frozenset()
+    # The kind of the token this request came with: one person may hold a human token
+    # and an agent token, and only some kinds count toward a quorum.
+    kind: str = "human"
 
     def has_role(self, role: Role | str) -> bool:
         return Role.ADMIN.value in self.roles or str(role) in self.roles
@@ -192,6 +203,7 @@ class TokenInfo:
     created_by: str | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    kind: str = "human"
 
     @property
     def active(self) -> bool:

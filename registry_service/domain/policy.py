@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from registry_service.domain.entities import Principal, Role, Stage
+from registry_service.domain.entities import Principal, Role, Stage, TokenKind
 from registry_service.domain.names import check_alias
 from registry_service.errors import ValidationError
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # evaluation and monitoring build on this module
 ANY_ALIAS = "*"
 MAX_APPROVALS = 10
 DEFAULT_EXPIRY_HOURS = 7 * 24
+# An approval is a person's judgement: CI jobs and agents may request, not approve,
+# unless a model's policy says their kind counts.
+DEFAULT_APPROVER_KINDS = (TokenKind.HUMAN.value,)
 
 
 class TargetType(enum.StrEnum):
@@ -79,6 +82,7 @@ class PolicyRule:
     rollback_approvals: int = 1
     break_glass: bool = False
     source: str = "default"
+    approver_kinds: tuple[str, ...] = DEFAULT_APPROVER_KINDS
 
     def covers(self, target: Target) -> bool:
         return self.target_type == target.type and self.target in (target.name, ANY_ALIAS)
@@ -87,6 +91,11 @@ class PolicyRule:
         """None when ``principal`` may review under this rule, else the reason not."""
         if not principal.has_role(self.approver_role):
             return f"{principal.name!r} lacks the {self.approver_role!r} role"
+        if principal.kind not in self.approver_kinds:
+            return (
+                f"{principal.name!r} acts with a {principal.kind} token, and only approvals "
+                f"from {' or '.join(self.approver_kinds)} tokens count"
+            )
         named = principal.name in self.approvers
         grouped = self.approver_group is not None and self.approver_group in principal.groups
         if (self.approvers or self.approver_group) and not (named or grouped):
@@ -110,6 +119,7 @@ class PolicyRule:
             "expires_after_hours": self.expires_after_hours,
             "rollback_approvals": self.rollback_approvals,
             "break_glass": self.break_glass,
+            "approver_kinds": list(self.approver_kinds),
             "source": self.source,
         }
 
@@ -127,6 +137,7 @@ class PolicyRule:
             rollback_approvals=int(data.get("rollback_approvals", 1)),
             break_glass=bool(data.get("break_glass", False)),
             source=data.get("source", "model"),
+            approver_kinds=tuple(data.get("approver_kinds") or DEFAULT_APPROVER_KINDS),
         )
 
     def for_rollback(self) -> PolicyRule:
@@ -219,9 +230,19 @@ def validate_rules(rules: list[PolicyRule]) -> list[PolicyRule]:
             raise bad("expires_after_hours", "1 hour to 365 days")
         if not 1 <= rule.rollback_approvals <= MAX_APPROVALS:
             raise bad("rollback_approvals", f"1 to {MAX_APPROVALS}; use break_glass for none")
+        kinds = set(rule.approver_kinds)
+        if not kinds or kinds - {k.value for k in TokenKind}:
+            raise bad("approver_kinds", f"a non-empty subset of {[k.value for k in TokenKind]}")
         key = (rule.target_type, rule.target)
         if key in seen:
             raise bad("target", f"{rule.target_type.value} {rule.target!r} appears twice")
         seen.add(key)
-        out.append(replace(rule, approvers=tuple(sorted(set(rule.approvers))), source="model"))
+        out.append(
+            replace(
+                rule,
+                approvers=tuple(sorted(set(rule.approvers))),
+                approver_kinds=tuple(k.value for k in TokenKind if k.value in kinds),
+                source="model",
+            )
+        )
     return out

@@ -43,19 +43,25 @@ def _snapshot(policy: Policy) -> dict:
 
 
 def active_principals(session: Session) -> list[Principal]:
-    """Principals that can log in now: at least one unrevoked, unexpired token."""
+    """Principals that can log in now (an unrevoked, unexpired token), once per kind of
+    token they hold."""
     now = utcnow()
-    usable = (
-        select(ApiTokenRow.id)
+    rows = session.execute(
+        select(PrincipalRow, ApiTokenRow.kind)
+        .join(ApiTokenRow, ApiTokenRow.principal_id == PrincipalRow.id)
         .where(
-            ApiTokenRow.principal_id == PrincipalRow.id,
             ApiTokenRow.revoked_at.is_(None),
             or_(ApiTokenRow.expires_at.is_(None), ApiTokenRow.expires_at > now),
         )
-        .exists()
+    ).all()
+    return list(
+        {
+            (r.id, kind): Principal(
+                r.id, r.name, frozenset(r.roles), frozenset(r.groups or ()), kind
+            )
+            for r, kind in rows
+        }.values()
     )
-    rows = session.execute(select(PrincipalRow).where(usable)).scalars()
-    return [Principal(r.id, r.name, frozenset(r.roles), frozenset(r.groups or ())) for r in rows]
 
 
 def eligible_approvers(
@@ -63,10 +69,12 @@ def eligible_approvers(
 ) -> list[str]:
     """Who could approve under ``rule``; without self-approval, never the requester."""
     return sorted(
-        p.name
-        for p in active_principals(session)
-        if rule.eligibility(p) is None
-        and not (requester is not None and p.name == requester and not rule.allow_self_approval)
+        {
+            p.name
+            for p in active_principals(session)
+            if rule.eligibility(p) is None
+            and not (requester is not None and p.name == requester and not rule.allow_self_approval)
+        }
     )
 
 

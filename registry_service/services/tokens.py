@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.models import ApiTokenRow, PrincipalRow
-from registry_service.domain.entities import Principal, Role, TokenInfo
+from registry_service.domain.entities import Principal, Role, TokenInfo, TokenKind
 from registry_service.domain.names import PRINCIPAL_RE
 from registry_service.errors import AuthenticationError, TokenNotFound, ValidationError
 from registry_service.services.audit import AuditLog
@@ -21,6 +21,7 @@ from registry_service.services.context import Context
 
 TOKEN_PREFIX = "rs_"
 ROLE_NAMES = tuple(r.value for r in Role)
+KIND_NAMES = tuple(k.value for k in TokenKind)
 # Authentication is on every request, predictions included: a valid token's principal is
 # remembered this long per process. Revocations and role changes made in this process
 # clear it at once.
@@ -42,6 +43,7 @@ def _info(row: ApiTokenRow) -> TokenInfo:
         created_by=row.created_by,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        kind=row.kind,
     )
 
 
@@ -89,9 +91,10 @@ class TokenService:
         roles: list[str],
         expires_in: timedelta | None = None,
         groups: list[str] | None = None,
+        kind: str = TokenKind.HUMAN.value,
     ) -> tuple[str, TokenInfo]:
         """Issue a token for principal ``name`` (created if new, roles set to ``roles``;
-        groups replaced when given)."""
+        groups replaced when given). ``kind`` says who holds it: human, ci or agent."""
         if not PRINCIPAL_RE.match(name):
             raise ValidationError(
                 f"invalid principal name {name!r}",
@@ -108,6 +111,11 @@ class TokenService:
             raise ValidationError(
                 f"roles must be a non-empty subset of {list(ROLE_NAMES)}; unknown: {unknown}"
             )
+        if kind not in KIND_NAMES:
+            raise ValidationError(
+                f"kind must be one of {list(KIND_NAMES)}",
+                errors=[{"field": "kind", "location": "args", "message": f"one of {KIND_NAMES}"}],
+            )
         roles = sorted(set(roles))
         if groups is not None:
             bad = [g for g in groups if not PRINCIPAL_RE.match(g)]
@@ -121,6 +129,7 @@ class TokenService:
                 principal=principal,
                 token_hash=hash_token(secret),
                 prefix=secret[: len(TOKEN_PREFIX) + 6],
+                kind=kind,
                 created_by=ctx.actor,
                 expires_at=utcnow() + expires_in if expires_in else None,
             )
@@ -135,6 +144,7 @@ class TokenService:
                     "token_id": info.id,
                     "principal": name,
                     "roles": roles,
+                    "kind": kind,
                     "expires_at": info.expires_at,
                 },
             )
@@ -200,6 +210,7 @@ class TokenService:
                     principal.name,
                     frozenset(principal.roles),
                     frozenset(principal.groups or ()),
+                    row.kind,
                 ),
                 row.expires_at,
             )

@@ -54,7 +54,12 @@ def test_role_check_runs_before_body_validation(client, auth):
 def test_whoami_names_the_token_principal(client, auth, identities, role):
     response = client.get("/api/v1/auth/whoami", headers=auth(role))
     assert response.status_code == 200
-    assert response.json == {"name": identities[role]["name"], "roles": [role], "groups": []}
+    assert response.json == {
+        "name": identities[role]["name"],
+        "roles": [role],
+        "groups": [],
+        "kind": "human",
+    }
 
 
 def test_actor_comes_from_token_not_body(client, auth, identities, model_name):

@@ -154,6 +154,56 @@ def test_group_members_may_approve(client, auth, services, model):
     assert client.get(f"/api/v1/models/{model}", headers=auth()).json["aliases"] == {"champion": 2}
 
 
+def test_agent_and_ci_tokens_request_but_their_approvals_count_only_where_allowed(
+    client, auth, services, model
+):
+    suffix = uuid.uuid4().hex[:6]
+    bearer = {}
+    for key, kind in (("agent", "agent"), ("ci", "ci"), ("assistant", "agent")):
+        secret, info = services.tokens.create(
+            CTX, f"{key}-{suffix}", ["requester", "approver"], kind=kind
+        )
+        assert info.kind == kind
+        bearer[key] = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/auth/whoami", headers=bearer["agent"]).json["kind"] == "agent"
+    set_policy(client, auth, model, {"target_alias": "champion", "required_approvals": 1})
+    opened = client.post(
+        PROMOTIONS,
+        headers=bearer["assistant"],
+        json={"model_name": model, "version": 2, "target_alias": "champion", "reason": "auc"},
+    )
+    assert opened.status_code == 201, opened.json
+    request_id = opened.json["id"]
+    for kind in ("agent", "ci"):
+        refused = client.post(f"{PROMOTIONS}/{request_id}/approve", headers=bearer[kind], json={})
+        assert refused.status_code == 403 and refused.json["code"] == "not-eligible"
+        assert f"{kind} token" in refused.json["detail"]
+    assert client.get(f"{PROMOTIONS}/{request_id}", headers=auth()).json["approvals"] == []
+
+    # A policy may let CI approvals count; the human default stays for other targets.
+    set_policy(
+        client,
+        auth,
+        model,
+        {"target_alias": "shadow", "required_approvals": 1, "approver_kinds": ["human", "ci"]},
+    )
+    policy = client.get(f"/api/v1/models/{model}/policy", headers=auth()).json
+    kinds = {r["target"]: r["approver_kinds"] for r in policy["rules"]}
+    assert kinds["shadow"] == ["human", "ci"] and kinds["*"] == ["human"]
+    shadow = request_promotion(client, auth, model, 3, target_alias="shadow").json["id"]
+    agent = client.post(f"{PROMOTIONS}/{shadow}/approve", headers=bearer["agent"], json={})
+    assert agent.status_code == 403 and agent.json["code"] == "not-eligible"
+    ci = client.post(f"{PROMOTIONS}/{shadow}/approve", headers=bearer["ci"], json={})
+    assert ci.status_code == 200 and ci.json["status"] == "executed", ci.json
+
+    bad = client.put(
+        f"/api/v1/models/{model}/policy",
+        headers=auth("admin"),
+        json={"rules": [{"target_alias": "x", "required_approvals": 1, "approver_kinds": []}]},
+    )
+    assert bad.status_code == 422
+
+
 def test_an_approver_approves_once(client, auth, model):
     request_id = request_promotion(client, auth, model, 1).json["id"]
     assert act(client, auth, request_id, "approve", "approver").status_code == 200

@@ -196,3 +196,20 @@ def test_can_approve_mirrors_the_approval_rules():
     own = opened(required=1, allow_self_approval=True)
     assert own.can_approve(person("rita", "requester", "approver"))
     assert not opened(required=1).can_approve(person("rita", "requester", "approver"))
+
+
+def test_only_the_kinds_a_rule_names_may_approve():
+    agent = Principal(90, "helper", frozenset({"approver"}), kind="agent")
+    p = opened(required=1)
+    assert not p.can_approve(agent)
+    with pytest.raises(NotEligible, match="agent token"):
+        p.approve(agent, None, NOW)
+    allowed = opened(required=1, approver_kinds=("human", "agent"))
+    assert allowed.approve(agent, None, NOW) is True
+    with pytest.raises(ValidationError):
+        validate_rules([PolicyRule(TargetType.ALIAS, "x", 1, approver_kinds=("robot",))])
+    (rule,) = validate_rules(
+        [PolicyRule(TargetType.ALIAS, "x", 1, approver_kinds=("agent", "human"))]
+    )
+    assert rule.approver_kinds == ("human", "agent")
+    assert PolicyRule.from_dict(rule.as_dict()) == rule

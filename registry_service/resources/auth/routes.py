@@ -21,4 +21,5 @@ class WhoAmI(MethodView):
             "name": g.principal.name,
             "roles": sorted(g.principal.roles),
             "groups": sorted(g.principal.groups),
+            "kind": g.principal.kind,
         }

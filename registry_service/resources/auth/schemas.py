@@ -11,3 +11,6 @@ class PrincipalSchema(Schema):
     name = ma.fields.String()
     roles = ma.fields.List(ma.fields.String())
     groups = ma.fields.List(ma.fields.String(), metadata={"description": "Approver groups"})
+    kind = ma.fields.String(
+        metadata={"description": "Kind of the token in use: human, ci or agent"}
+    )

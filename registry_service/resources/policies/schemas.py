@@ -5,11 +5,13 @@ from __future__ import annotations
 import marshmallow as ma
 
 from registry_service.api import Integer, Schema
+from registry_service.domain.entities import TokenKind
 from registry_service.domain.evaluation import DEFAULT_IMPROVEMENT, AutoPromotion
 from registry_service.domain.monitoring import ALERT_METRICS, AlertRule, MonitoringPolicy
 from registry_service.domain.names import TAG_KEY_RE
 from registry_service.domain.policy import (
     ANY_ALIAS,
+    DEFAULT_APPROVER_KINDS,
     DEFAULT_EXPIRY_HOURS,
     MAX_APPROVALS,
     PolicyRule,
@@ -56,6 +58,16 @@ class RuleSchema(Schema):
         metadata={"description": "Rollbacks execute at once and are flagged for review"},
     )
 
+    approver_kinds = ma.fields.List(
+        ma.fields.String(validate=ma.validate.OneOf([k.value for k in TokenKind])),
+        load_default=lambda: list(DEFAULT_APPROVER_KINDS),
+        validate=ma.validate.Length(min=1),
+        metadata={
+            "description": "Kinds of token whose approvals count (human, ci, agent); "
+            "by default only human"
+        },
+    )
+
     @ma.validates_schema
     def one_target(self, data, **_):
         if ("target_stage" in data) == ("target_alias" in data):
@@ -75,6 +87,7 @@ class RuleSchema(Schema):
             expires_after_hours=data["expires_after_hours"],
             rollback_approvals=data["rollback_approvals"],
             break_glass=data["break_glass"],
+            approver_kinds=tuple(data["approver_kinds"]),
             source="model",
         )
 
@@ -90,6 +103,7 @@ class RuleOutSchema(Schema):
     expires_after_hours = Integer()
     rollback_approvals = Integer()
     break_glass = ma.fields.Boolean()
+    approver_kinds = ma.fields.List(ma.fields.String())
     source = ma.fields.String(
         metadata={"description": "model: set for this model; default: the service default"}
     )
