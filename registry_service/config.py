@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def normalize_database_url(url: str) -> str:
@@ -44,6 +45,13 @@ def _float(env: dict[str, str], key: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+
+
+def _public_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"REGISTRY_PUBLIC_URL must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
 
 
 def _flag(env: dict[str, str], key: str, default: bool) -> bool:
@@ -85,6 +93,13 @@ class Settings:
     monitoring_retention_days: int = 90
     # The in-service scheduler (housekeeping, alerts, drift) in `serve`'s processes.
     scheduler: bool = True
+    # Where people reach this service: links in webhook payloads start with it.
+    public_url: str = "http://localhost:8080"
+    # Webhook retries: first after this many seconds, doubling up to an hour, for a day.
+    webhook_retry_seconds: float = 5.0
+    webhook_timeout: float = 10.0
+    # Out-of-band changes: how often MLflow's stages and aliases are compared with ours.
+    reconcile_seconds: float = 30.0
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -143,6 +158,10 @@ class Settings:
             ),
             monitoring_sample_rows=_bounded(env, "REGISTRY_MONITORING_SAMPLE_ROWS", 50, 0, 10_000),
             scheduler=_flag(env, "REGISTRY_SCHEDULER", True),
+            public_url=_public_url(env.get("REGISTRY_PUBLIC_URL") or "http://localhost:8080"),
+            webhook_retry_seconds=_float(env, "REGISTRY_WEBHOOK_RETRY_SECONDS", 5.0),
+            webhook_timeout=_float(env, "REGISTRY_WEBHOOK_TIMEOUT", 10.0),
+            reconcile_seconds=_float(env, "REGISTRY_RECONCILE_SECONDS", 30.0),
             monitoring_retention_days=_bounded(
                 env, "REGISTRY_MONITORING_RETENTION_DAYS", 90, 1, 3650
             ),

@@ -89,6 +89,16 @@ class PromotionNotFound(NotFound):
     title = "Promotion request not found"
 
 
+class WebhookNotFound(NotFound):
+    code = "webhook-not-found"
+    title = "Webhook not found"
+
+
+class DeliveryNotFound(NotFound):
+    code = "delivery-not-found"
+    title = "Webhook delivery not found"
+
+
 class TargetNotHeld(NotFound):
     code = "target-not-held"
     title = "No version holds this target"

@@ -23,6 +23,10 @@ def housekeeping(services: Services) -> list[Job]:
             ),
             "predictions": s.serving.purge(timedelta(days=settings.prediction_retention_days)),
             "rollups": s.monitoring.purge(timedelta(days=settings.monitoring_retention_days)),
+            # As long as predictions: a month of who was told what, and when.
+            "webhook_deliveries": s.webhooks.purge(
+                timedelta(days=settings.prediction_retention_days)
+            ),
         }
 
     minute, hour = timedelta(minutes=1), timedelta(hours=1)
@@ -32,7 +36,14 @@ def housekeeping(services: Services) -> list[Job]:
             "retention",
             hour,
             retention,
-            "forget idempotency keys, predictions and rollups past their retention",
+            "forget idempotency keys, predictions, rollups and webhook deliveries past retention",
+        ),
+        # Every tick or two: approvers hear of a request within seconds.
+        Job(
+            "webhooks",
+            timedelta(seconds=2),
+            s.webhooks.deliver_due,
+            "deliver owed webhook events; retry failures with backoff",
         ),
         Job(
             "promotions",

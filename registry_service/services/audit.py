@@ -21,6 +21,7 @@ from registry_service.db.database import Database
 from registry_service.db.models import AuditChainHeadRow, AuditEventRow, ModelChangeRow
 from registry_service.domain.entities import AuditEvent, Page
 from registry_service.domain.paging import decode_position, encode_token
+from registry_service.integrations.outbox import enqueue
 from registry_service.services.context import Context
 
 GENESIS_HASH = "0" * 64
@@ -36,6 +37,7 @@ SERVING_CHANGES = frozenset(
         "deployment.updated",
         "deployment.deleted",
         "serving.reload",
+        "model.out_of_band_change",
     }
 )
 # From this many events on, verification splits the chain across one process per core.
@@ -262,6 +264,7 @@ class AuditLog:
                 session.add(ModelChangeRow(model_name=model_name, generation=row.seq))
             else:
                 change.generation = row.seq
+        enqueue(session, row.seq, action)
         session.flush()
         return _entity(row)
 

@@ -10,6 +10,7 @@ from registry_service.config import Settings
 from registry_service.db.database import Database
 from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
+from registry_service.integrations.webhooks import WebhookService
 from registry_service.metrics import Metrics
 from registry_service.monitoring.service import MonitoringService
 from registry_service.scheduler.runner import Scheduler
@@ -49,6 +50,7 @@ class Services:
     monitoring: MonitoringService
     metrics: Metrics
     scheduler: Scheduler
+    webhooks: WebhookService
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -113,6 +115,13 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
     models.on_registered.append(monitoring.capture_reference)
     services = Services(
         scheduler=Scheduler(db, NamedLocks(db), []),
+        webhooks=WebhookService(
+            db,
+            audit,
+            public_url=settings.public_url,
+            retry_seconds=settings.webhook_retry_seconds,
+            timeout=settings.webhook_timeout,
+        ),
         metrics=metrics,
         serving=serving,
         monitoring=monitoring,

@@ -26,7 +26,10 @@ def api_schema(app, make_run):
     if not services.models.list_models("fuzzed", 1, None).items:
         services.models.create_model(CTX, "fuzzed", "for schemathesis", {})
         services.models.register_version(CTX, "fuzzed", make_run(), "model", None, {})
-    return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+    yield schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+    # Webhooks it registered would be owed every later event of the shared database.
+    for webhook in services.webhooks.list():
+        services.webhooks.delete(CTX, webhook.id)
 
 
 def fuzz(api_schema, headers) -> list[str]:

@@ -69,9 +69,10 @@ def test_sweep_command_reports_purged_keys(tmp_path, monkeypatch):
     # MLflow's own log lines may come first; the job lines are "<job>: ok|failed ...".
     lines = [line for line in result.output.splitlines() if ": ok" in line or ": failed" in line]
     assert "promotions: ok expired=0 executed_stalled=0" in lines
-    assert "retention: ok idempotency_keys=1 predictions=0 rollups=0" in lines
+    assert "retention: ok idempotency_keys=1 predictions=0 rollups=0 webhook_deliveries=0" in lines
     assert {line.split(":")[0] for line in lines} == {
         "retention",
+        "webhooks",
         "promotions",
         "mlflow-intents",
         "ab-tests",
