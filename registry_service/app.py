@@ -124,6 +124,8 @@ def register_api(app: Flask) -> Api:
 
 
 def register_blueprints(api: Api, serving_only: bool = False) -> None:
+    from registry_service.integrations.resources.reconcile.routes import blp as integrations_blp
+    from registry_service.integrations.resources.reconcile.routes import hook_blp as mlflow_hook_blp
     from registry_service.integrations.resources.webhooks.routes import blp as webhooks_blp
     from registry_service.monitoring.resources.abtests.routes import blp as abtests_blp
     from registry_service.monitoring.resources.alerts.routes import blp as alerts_blp
@@ -150,10 +152,13 @@ def register_blueprints(api: Api, serving_only: bool = False) -> None:
     governance = (promotions_blp, models_blp, lifecycle_blp, policies_blp)
     serving = (predictions_blp, deployments_blp, status_blp)
     monitoring = (monitoring_blp, abtests_blp, drift_blp, alerts_blp)
-    records = (audit_blp, experiments_blp, runs_blp, auth_blp, jobs_blp, webhooks_blp)
+    records = (audit_blp, experiments_blp, runs_blp, auth_blp, jobs_blp)
+    integrations = (webhooks_blp, integrations_blp, mlflow_hook_blp)
     # Registration order is the order of Swagger UI's sections: an approver's first.
     # Serving-only processes (scaled out for inference) carry the serving layer alone.
-    versioned = serving if serving_only else governance + serving + monitoring + records
+    versioned = (
+        serving if serving_only else governance + serving + monitoring + records + integrations
+    )
     for blp in versioned:
         api.register_blueprint(blp, url_prefix="/api/v1" + (blp.url_prefix or ""))
     for blp in (inference_blp, inference_health_blp, health_blp):

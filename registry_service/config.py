@@ -100,6 +100,8 @@ class Settings:
     webhook_timeout: float = 10.0
     # Out-of-band changes: how often MLflow's stages and aliases are compared with ours.
     reconcile_seconds: float = 30.0
+    # Shared with MLflow's webhooks (POST /api/v1/integrations/mlflow-webhook); unset: off.
+    mlflow_webhook_secret: str | None = None
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -162,6 +164,7 @@ class Settings:
             webhook_retry_seconds=_float(env, "REGISTRY_WEBHOOK_RETRY_SECONDS", 5.0),
             webhook_timeout=_float(env, "REGISTRY_WEBHOOK_TIMEOUT", 10.0),
             reconcile_seconds=_float(env, "REGISTRY_RECONCILE_SECONDS", 30.0),
+            mlflow_webhook_secret=env.get("REGISTRY_MLFLOW_WEBHOOK_SECRET") or None,
             monitoring_retention_days=_bounded(
                 env, "REGISTRY_MONITORING_RETENTION_DAYS", 90, 1, 3650
             ),

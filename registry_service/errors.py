@@ -99,6 +99,11 @@ class DeliveryNotFound(NotFound):
     title = "Webhook delivery not found"
 
 
+class AlertNotFound(NotFound):
+    code = "alert-not-found"
+    title = "Alert not found"
+
+
 class TargetNotHeld(NotFound):
     code = "target-not-held"
     title = "No version holds this target"

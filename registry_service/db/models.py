@@ -125,6 +125,8 @@ class ModelPolicyRow(Base):
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     auto_promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     monitoring: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # record | revert; None (rows older than the reconciler) reads as record.
+    out_of_band: Mapped[str | None] = mapped_column(String(16))
     revision: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(128))

@@ -97,6 +97,11 @@ class MonitoringPolicy:
         return next((r for r in self.alerts if r.name == name), None)
 
 
+# The alert the reconciler raises for a stage or alias moved in MLflow behind our back;
+# no policy rule may take its name.
+OUT_OF_BAND_RULE = "out-of-band"
+
+
 def validate_monitoring(policy: MonitoringPolicy) -> MonitoringPolicy:
     def bad(where: str, message: str) -> ValidationError:
         where = f"monitoring.{where}"
@@ -117,6 +122,8 @@ def validate_monitoring(policy: MonitoringPolicy) -> MonitoringPolicy:
         at = f"alerts.{i}"
         if not RULE_NAME.match(rule.name):
             raise bad(f"{at}.name", "1-64 letters, digits, '_', '.', '-'")
+        if rule.name == OUT_OF_BAND_RULE:
+            raise bad(f"{at}.name", f"{OUT_OF_BAND_RULE!r} is the reconciler's own alert")
         if rule.name in names:
             raise bad(f"{at}.name", f"{rule.name!r} appears twice")
         names.add(rule.name)

@@ -21,6 +21,9 @@ DEFAULT_EXPIRY_HOURS = 7 * 24
 # An approval is a person's judgement: CI jobs and agents may request, not approve,
 # unless a model's policy says their kind counts.
 DEFAULT_APPROVER_KINDS = (TokenKind.HUMAN.value,)
+# What the reconciler does about a stage or alias moved in MLflow, not through us.
+OUT_OF_BAND_RECORD, OUT_OF_BAND_REVERT = "record", "revert"
+OUT_OF_BAND_MODES = (OUT_OF_BAND_RECORD, OUT_OF_BAND_REVERT)
 
 
 class TargetType(enum.StrEnum):
@@ -178,6 +181,7 @@ class Policy:
     defaults: tuple[PolicyRule, ...] = field(default=DEFAULT_RULES)
     auto_promotion: AutoPromotion | None = None
     monitoring: MonitoringPolicy | None = None  # None: the default thresholds, no alerts
+    out_of_band: str = OUT_OF_BAND_RECORD
 
     @property
     def source(self) -> str:

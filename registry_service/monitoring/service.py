@@ -28,7 +28,7 @@ from registry_service.db.models import (
     VersionReferenceRow,
 )
 from registry_service.domain.entities import Principal, Role
-from registry_service.domain.monitoring import AlertRule, MonitoringPolicy
+from registry_service.domain.monitoring import OUT_OF_BAND_RULE, AlertRule, MonitoringPolicy
 from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Target, TargetType
 from registry_service.domain.profile import (
@@ -38,7 +38,9 @@ from registry_service.domain.profile import (
     profile_of,
 )
 from registry_service.errors import (
+    AlertNotFound,
     Conflict,
+    IllegalTransition,
     NotFound,
     RegistryError,
     ValidationError,
@@ -944,6 +946,63 @@ class MonitoringService:
         with self.db.read() as session:
             return [_alert(r) for r in session.execute(query).scalars()]
 
+    def raise_alert(
+        self, session, ctx: Context, name: str, rule: str, figures: dict[str, Any]
+    ) -> tuple[int, bool]:
+        """Fire ``rule``'s alert on ``name`` in the caller's transaction, or add to the
+        one already firing; its id, and whether it is new."""
+        firing = session.execute(
+            select(AlertRow)
+            .where(AlertRow.model_name == name, AlertRow.rule == rule, AlertRow.state == "firing")
+            .with_for_update()
+        ).scalar_one_or_none()
+        if firing is not None:
+            firing.figures = {**figures, "occurrences": firing.figures.get("occurrences", 1) + 1}
+            return firing.id, False
+        row = AlertRow(
+            model_name=name,
+            rule=rule,
+            state="firing",
+            figures={**figures, "occurrences": 1},
+            fired_at=self.clock(),
+        )
+        session.add(row)
+        session.flush()
+        self.audit.append(
+            session,
+            ctx,
+            "alert.firing",
+            model_name=name,
+            subject=f"alert:{row.id}",
+            after={"alert_id": row.id, "rule": rule, **figures},
+        )
+        return row.id, True
+
+    def resolve_alert(
+        self, ctx: Context, alert_id: int, figures: dict[str, Any], session=None
+    ) -> Alert:
+        """Resolve a firing alert by hand (acknowledged) or for its raiser; audited.
+        A rule still breached fires again at its next evaluation."""
+        if session is None:
+            with self.db.transaction() as own:
+                return self.resolve_alert(ctx, alert_id, figures, own)
+        row = session.get(AlertRow, alert_id, with_for_update=True)
+        if row is None:
+            raise AlertNotFound(f"no alert with id {alert_id}")
+        if row.state != "firing":
+            raise IllegalTransition(f"alert {alert_id} is {row.state}", request_status=row.state)
+        row.state, row.resolved_at, row.resolved_figures = "resolved", self.clock(), figures
+        session.flush()
+        self.audit.append(
+            session,
+            ctx,
+            "alert.resolved",
+            model_name=row.model_name,
+            subject=f"alert:{row.id}",
+            after={"alert_id": row.id, "rule": row.rule, **figures},
+        )
+        return _alert(row)
+
     def evaluate_alerts(self, ctx: Context, name: str | None = None) -> list[Alert]:
         """Evaluate every alert rule (of one model, or all); return what changed."""
         with self.db.read() as session:
@@ -981,7 +1040,7 @@ class MonitoringService:
             for row in session.execute(query).scalars().all():
                 policy_row = session.get(ModelPolicyRow, row.model_name)
                 policy = MonitoringPolicy.from_dict(policy_row.monitoring if policy_row else None)
-                if policy.rule(row.rule) is not None:
+                if policy.rule(row.rule) is not None or row.rule == OUT_OF_BAND_RULE:
                     continue
                 row.state, row.resolved_at = "resolved", self.clock()
                 row.resolved_figures = {"reason": "the rule was removed from the policy"}

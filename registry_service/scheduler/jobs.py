@@ -58,6 +58,13 @@ def housekeeping(services: Services) -> list[Job]:
             "settle MLflow writes whose outcome was never confirmed",
         ),
         Job(
+            "reconcile",
+            timedelta(seconds=settings.reconcile_seconds),
+            s.reconciler.reconcile_all,
+            "compare MLflow's stages and aliases with our records; record or revert moves "
+            "made behind the registry",
+        ),
+        Job(
             "ab-tests",
             minute,
             lambda ctx: {"concluded": s.monitoring.end_overdue_tests(ctx)},

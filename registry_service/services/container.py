@@ -10,6 +10,7 @@ from registry_service.config import Settings
 from registry_service.db.database import Database
 from registry_service.db.locks import NamedLocks
 from registry_service.gateway.base import RegistryGateway
+from registry_service.integrations.reconciler import Reconciler
 from registry_service.integrations.webhooks import WebhookService
 from registry_service.metrics import Metrics
 from registry_service.monitoring.service import MonitoringService
@@ -51,6 +52,7 @@ class Services:
     metrics: Metrics
     scheduler: Scheduler
     webhooks: WebhookService
+    reconciler: Reconciler
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -115,6 +117,7 @@ def build_services(settings: Settings, gateway: RegistryGateway | None = None) -
     models.on_registered.append(monitoring.capture_reference)
     services = Services(
         scheduler=Scheduler(db, NamedLocks(db), []),
+        reconciler=Reconciler(gateway, db, audit, policies, monitoring, NamedLocks(db)),
         webhooks=WebhookService(
             db,
             audit,

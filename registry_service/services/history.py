@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from registry_service.db.database import Database
 from registry_service.db.models import AuditEventRow
@@ -14,7 +15,10 @@ from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Target, TargetType
 from registry_service.gateway.base import RegistryGateway
 
-MOVES = ("version.stage_changed", "alias.set", "alias.deleted")
+# Events whose ``after.holders`` state outright which versions hold the targets named:
+# a model adopted as found, a move noticed in MLflow that bypassed us, and its revert.
+HOLDER_EVENTS = ("model.adopted", "model.out_of_band_change", "model.out_of_band_reverted")
+MOVES = ("version.stage_changed", "alias.set", "alias.deleted", *HOLDER_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -89,20 +93,7 @@ class HistoryService:
         check_model_name(name)
         self.gateway.get_registered_model(name)
         with self.db.read() as session:
-            rows = session.execute(
-                select(
-                    AuditEventRow.seq,
-                    AuditEventRow.occurred_at,
-                    AuditEventRow.actor,
-                    AuditEventRow.action,
-                    AuditEventRow.model_version,
-                    AuditEventRow.before,
-                    AuditEventRow.after,
-                )
-                .where(AuditEventRow.model_name == name, AuditEventRow.action.in_(MOVES))
-                .order_by(AuditEventRow.seq)
-            ).all()
-        tenures = _replay(rows)
+            tenures = _replay(_move_rows(session, name))
         if target is not None:
             tenures = [t for t in tenures if t.target == target]
         if at is not None:
@@ -146,4 +137,39 @@ def _replay(rows) -> list[Tenure]:
             start(alias, after["version"], row, request)
         elif row.action == "alias.deleted":
             end(Target(TargetType.ALIAS, before["alias"]), before.get("version"), row)
+        elif row.action in HOLDER_EVENTS:
+            for key, versions in (after.get("holders") or {}).items():
+                target = target_of(key)
+                for held, version in [k for k in open_ if k[0] == target]:
+                    if version not in versions:
+                        end(held, version, row)
+                for version in versions:
+                    start(target, version, row, None)
     return done + list(open_.values())
+
+
+def target_of(key: str) -> Target:
+    """``stage:Production`` or ``alias:champion``, as holder maps name targets."""
+    kind, _, name = key.partition(":")
+    return Target(TargetType(kind), name)
+
+
+def holders_now(session: Session, name: str) -> dict[str, list[int]]:
+    """What our own records say holds each stage and alias of ``name`` now."""
+    return ModelHistory(name, _replay(_move_rows(session, name))).holders_at
+
+
+def _move_rows(session: Session, name: str) -> list:
+    return session.execute(
+        select(
+            AuditEventRow.seq,
+            AuditEventRow.occurred_at,
+            AuditEventRow.actor,
+            AuditEventRow.action,
+            AuditEventRow.model_version,
+            AuditEventRow.before,
+            AuditEventRow.after,
+        )
+        .where(AuditEventRow.model_name == name, AuditEventRow.action.in_(MOVES))
+        .order_by(AuditEventRow.seq)
+    ).all()

@@ -12,7 +12,13 @@ from registry_service.domain.entities import Principal
 from registry_service.domain.evaluation import AutoPromotion
 from registry_service.domain.monitoring import MonitoringPolicy, validate_monitoring
 from registry_service.domain.names import check_model_name
-from registry_service.domain.policy import Policy, PolicyRule, validate_rules
+from registry_service.domain.policy import (
+    OUT_OF_BAND_MODES,
+    OUT_OF_BAND_RECORD,
+    Policy,
+    PolicyRule,
+    validate_rules,
+)
 from registry_service.errors import ValidationError
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
@@ -30,6 +36,7 @@ def _policy(name: str, row: ModelPolicyRow | None) -> Policy:
         updated_by=row.updated_by,
         auto_promotion=AutoPromotion.from_dict(row.auto_promotion) if row.auto_promotion else None,
         monitoring=MonitoringPolicy.from_dict(row.monitoring) if row.monitoring else None,
+        out_of_band=row.out_of_band or OUT_OF_BAND_RECORD,
     )
 
 
@@ -39,6 +46,7 @@ def _snapshot(policy: Policy) -> dict:
         "rules": [r.as_dict() for r in policy.rules],
         "auto_promotion": policy.auto_promotion.as_dict() if policy.auto_promotion else None,
         "monitoring": policy.monitoring.as_dict() if policy.monitoring else None,
+        "out_of_band": policy.out_of_band,
     }
 
 
@@ -104,11 +112,19 @@ class PolicyService:
         rules: list[PolicyRule],
         auto_promotion: AutoPromotion | None = None,
         monitoring: MonitoringPolicy | None = None,
+        out_of_band: str = OUT_OF_BAND_RECORD,
     ) -> Policy:
         """Replace the model's own rules (an empty list falls back to the defaults), its
         auto-promotion criteria (None: no automatic promotion) and its monitoring (None:
         default drift thresholds, no alert rules)."""
         check_model_name(name)
+        if out_of_band not in OUT_OF_BAND_MODES:
+            raise ValidationError(
+                f"out_of_band must be one of {list(OUT_OF_BAND_MODES)}",
+                errors=[
+                    {"field": "out_of_band", "location": "json", "message": "record or revert"}
+                ],
+            )
         rules = validate_rules(rules)
         if monitoring is not None:
             monitoring = validate_monitoring(monitoring)
@@ -137,6 +153,7 @@ class PolicyService:
             row.rules = [r.as_dict() for r in rules]
             row.auto_promotion = auto_promotion.as_dict() if auto_promotion else None
             row.monitoring = monitoring.as_dict() if monitoring else None
+            row.out_of_band = out_of_band
             row.revision += 1
             row.updated_at = utcnow()
             row.updated_by = ctx.actor

@@ -75,6 +75,7 @@ def test_sweep_command_reports_purged_keys(tmp_path, monkeypatch):
         "webhooks",
         "promotions",
         "mlflow-intents",
+        "reconcile",
         "ab-tests",
         "alerts",
         "drift",

@@ -32,7 +32,13 @@ class ModelPolicy(MethodView):
     @blp.response(200, PolicySchema)
     @blp.problems(not_found="No such model")
     def put(self, body, name):
-        """Replace a model's promotion rules, auto-promotion and monitoring (audited)"""
+        """Replace a model's promotion rules, auto-promotion, monitoring and out-of-band
+        response (audited)"""
         return get_services().policies.replace(
-            current_context(), name, body["rules"], body["auto_promotion"], body["monitoring"]
+            current_context(),
+            name,
+            body["rules"],
+            body["auto_promotion"],
+            body["monitoring"],
+            body["out_of_band"],
         )

@@ -14,6 +14,8 @@ from registry_service.domain.policy import (
     DEFAULT_APPROVER_KINDS,
     DEFAULT_EXPIRY_HOURS,
     MAX_APPROVALS,
+    OUT_OF_BAND_MODES,
+    OUT_OF_BAND_RECORD,
     PolicyRule,
     TargetType,
 )
@@ -247,6 +249,7 @@ class PolicyPutSchema(Schema):
             {"target_stage": "Staging", "required_approvals": 0},
         ],
         "auto_promotion": {"metric": "val_auc", "min_value": 0.8, "min_improvement": 0.05},
+        "out_of_band": "revert",
         "monitoring": {
             "drift_psi": 0.2,
             "alerts": [
@@ -273,6 +276,15 @@ class PolicyPutSchema(Schema):
         allow_none=True,
         metadata={"description": "Drift thresholds and alert rules; null: defaults, no alerts"},
     )
+    out_of_band = ma.fields.String(
+        load_default=OUT_OF_BAND_RECORD,
+        validate=ma.validate.OneOf(OUT_OF_BAND_MODES),
+        metadata={
+            "description": "A stage or alias moved in MLflow behind the registry's back: "
+            "record (an audit event, an alert, webhooks) or revert (put the governed "
+            "holder back, audited)"
+        },
+    )
 
 
 class PolicySchema(Schema):
@@ -288,3 +300,4 @@ class PolicySchema(Schema):
     )
     auto_promotion = ma.fields.Nested(AutoPromotionOutSchema, allow_none=True)
     monitoring = ma.fields.Nested(MonitoringPolicyOutSchema, allow_none=True)
+    out_of_band = ma.fields.String(metadata={"enum": list(OUT_OF_BAND_MODES)})

@@ -11,6 +11,7 @@ from registry_service.monitoring.resources.alerts.schemas import (
     AlertArgsSchema,
     AlertSchema,
     EvaluateArgsSchema,
+    ResolveSchema,
 )
 from registry_service.services.container import get_services
 
@@ -31,6 +32,20 @@ class Alerts(MethodView):
         """List alerts, newest first (filter by model and state)"""
         return get_services().monitoring.list_alerts(
             args["model_name"], args["state"], args["max_results"]
+        )
+
+
+@blp.route("/<int:alert_id>/resolve")
+class AlertResolution(MethodView):
+    @blp.requires(Role.APPROVER)
+    @blp.arguments(ResolveSchema)
+    @blp.response(200, AlertSchema)
+    @blp.problems(not_found="No such alert", conflict="The alert is not firing")
+    def post(self, body, alert_id):
+        """Resolve a firing alert by hand, with a comment (approver; audited)"""
+        ctx = current_context()
+        return get_services().monitoring.resolve_alert(
+            ctx, alert_id, {"resolved_by": ctx.actor, "comment": body["comment"]}
         )
 
 

@@ -21,6 +21,12 @@ class EvaluateArgsSchema(Schema):
     )
 
 
+class ResolveSchema(Schema):
+    example = {"comment": "the alias move was a sanctioned hotfix; see INC-142"}
+
+    comment = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2000))
+
+
 class AlertSchema(Schema):
     id = Integer()
     model_name = ma.fields.String()
