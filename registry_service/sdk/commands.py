@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import requests
 
 from registry_service.sdk.client import ApiProblem, RegistryClient, Unreachable
 
@@ -587,9 +588,46 @@ def audit_verify(client: RegistryClient, as_json: bool) -> int:
     return 0 if result["ok"] else EXIT_NOT_EXECUTED
 
 
+@click.command("mcp")
+@click.option(
+    "--url",
+    envvar="REGISTRY_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="Service base URL (or REGISTRY_URL).",
+)
+@click.option(
+    "--token",
+    envvar="REGISTRY_TOKEN",
+    help="Bearer token the tools act with (or REGISTRY_TOKEN); give assistants an agent token.",
+)
+@click.option("--http", "over_http", is_flag=True, help="Streamable HTTP instead of stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --http.")
+@click.option("--port", default=8765, show_default=True, type=int, help="With --http.")
+def mcp(url: str, token: str | None, over_http: bool, host: str, port: int) -> None:
+    """Serve the registry as MCP tools for AI assistants (stdio, or --http), each a REST
+    call with this token: the same roles, policies and audit as everyone else."""
+    from registry_service.sdk.mcp_tools import RegistryTools, serve_http, serve_stdio
+
+    # stdout carries the protocol under stdio: every log line goes to stderr.
+    logging.basicConfig(stream=sys.stderr, format="registry-service mcp: %(message)s")
+    try:
+        tools = RegistryTools.connect(url, token)
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        # KeyError: an operation a tool needs is missing (a service of another version).
+        click.echo(f"error: cannot build tools from {url}/api/openapi.json: {exc!r}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    if over_http:
+        click.echo(f"MCP over streamable HTTP at http://{host}:{port}/mcp", err=True)
+        serve_http(tools, host, port)
+    else:
+        serve_stdio(tools)
+
+
 def register(main: click.Group) -> None:
     for group in (models, versions, promote, audit, experiments, runs, ab_test):
         main.add_command(group)
     main.add_command(rollback)
     main.add_command(evaluate)
     main.add_command(monitor)
+    main.add_command(mcp)
