@@ -26,10 +26,9 @@ def new_message_id() -> str:
 
 
 def enqueue(session: Session, seq: int, action: str) -> int:
-    """Owe event ``seq`` to every enabled webhook that wants ``action``; how many."""
-    hooks = session.execute(
-        select(WebhookRow.id, WebhookRow.events).where(WebhookRow.enabled.is_(True))
-    ).all()
+    """Owe event ``seq`` to every webhook that wants ``action``; how many. A disabled
+    webhook is owed them too: they wait until it is enabled again (or deleted)."""
+    hooks = session.execute(select(WebhookRow.id, WebhookRow.events)).all()
     now = utcnow()
     owed = 0
     for webhook_id, patterns in hooks:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,10 +128,14 @@ class Reconciler:
             for model in page.items:
                 try:
                     counts[self.reconcile(ctx, model.name).outcome] += 1
+                except ModelNotFound:
+                    pass  # deleted meanwhile
                 except RegistryError as exc:
-                    if not isinstance(exc, ModelNotFound):  # deleted meanwhile
-                        counts["errors"] += 1
-                        log.warning("reconcile %s: %s", model.name, exc.detail)
+                    counts["errors"] += 1
+                    log.warning("reconcile %s: %s", model.name, exc.detail)
+                except Exception:  # one model's surprise must not stop the others
+                    counts["errors"] += 1
+                    log.exception("reconcile %s failed", model.name)
             token = page.next_page_token
             if not token:
                 return counts
@@ -141,7 +146,7 @@ class Reconciler:
             before = self._marker(name)
             if before.in_flight:
                 return Reconciliation(name, DEFERRED)
-            actual = self._actual(name)
+            actual, existing = self._actual(name)
             with self.db.transaction() as session:
                 # The chain head lock orders this against every append: no event of the
                 # model can slip in between the check and what is recorded here.
@@ -150,16 +155,21 @@ class Reconciler:
                 ).scalar_one()
                 if self._marker_in(session, name) != before:
                     return Reconciliation(name, DEFERRED)
-                if before.last_event is None:
+                expected = holders_now(session, name)
+                if expected is None and self._created_here(session, name):
+                    expected = {}  # made through us, never moved: it holds nothing
+                if expected is None:
+                    # Made elsewhere and never moved through us: taken as found.
+                    if not actual:
+                        return Reconciliation(name, IN_STEP)
                     event = self.audit.append(
                         session,
                         ctx,
                         "model.adopted",
                         model_name=name,
-                        after={"holders": actual, "reason": "first seen in MLflow"},
+                        after={"holders": actual, "reason": "holders no move of ours explains"},
                     )
                     return Reconciliation(name, ADOPTED, audit_seq=event.seq)
-                expected = holders_now(session, name)
                 changes = differences(expected, actual)
                 if not changes:
                     return Reconciliation(name, IN_STEP)
@@ -184,13 +194,17 @@ class Reconciler:
                     OUT_OF_BAND_RULE,
                     {"changes": changes, "audit_seq": event.seq, "response": response},
                 )
+                recorded = self._marker_in(session, name)
             found = Reconciliation(name, OUT_OF_BAND, changes, event.seq, alert_id)
             if response == OUT_OF_BAND_REVERT:
-                return self._revert(ctx, found, expected, actual)
+                # Versions deleted in MLflow cannot hold anything again.
+                restorable = {k: [v for v in vs if v in existing] for k, vs in expected.items()}
+                return self._revert(ctx, found, restorable, actual, recorded)
             return found
 
     # -- reading
-    def _actual(self, name: str) -> Holders:
+    def _actual(self, name: str) -> tuple[Holders, set[int]]:
+        """The holders MLflow reports, and the versions that exist."""
         aliases = self.gateway.get_registered_model(name).aliases
         versions, token = [], None
         while True:
@@ -198,7 +212,18 @@ class Reconciler:
             versions.extend(page.items)
             token = page.next_page_token
             if not token:
-                return mlflow_holders(aliases, versions)
+                return mlflow_holders(aliases, versions), {mv.version for mv in versions}
+
+    @staticmethod
+    def _created_here(session: Session, name: str) -> bool:
+        return (
+            session.execute(
+                select(AuditEventRow.seq)
+                .where(AuditEventRow.model_name == name, AuditEventRow.action == "model.created")
+                .limit(1)
+            ).scalar()
+            is not None
+        )
 
     def _marker(self, name: str) -> Marker:
         with self.db.read() as session:
@@ -232,20 +257,39 @@ class Reconciler:
 
     # -- reverting
     def _revert(
-        self, ctx: Context, found: Reconciliation, expected: Holders, actual: Holders
+        self,
+        ctx: Context,
+        found: Reconciliation,
+        expected: Holders,
+        actual: Holders,
+        recorded: Marker,
     ) -> Reconciliation:
         name = found.model_name
         changed = {c["target"] for c in found.changes}
+        # Promotions of these targets wait while they are put back, and one that got in
+        # first (its events change the marker) wins: the revert is then not made.
         try:
-            self._put_back(name, expected, actual, changed)
-        except RegistryError as exc:
+            with ExitStack() as held:
+                for target in sorted(changed):
+                    kind, _, target_name = target.partition(":")
+                    held.enter_context(self.locks.hold(f"promotion:{name}\x00{kind}:{target_name}"))
+                if self._marker(name) != recorded:
+                    error = "a governed move of this model started meanwhile; not reverted"
+                else:
+                    self._put_back(name, expected, actual, changed)
+                    error = None
+        except RegistryError as exc:  # MLflow refused, or a promotion held a target
             error = f"{exc.title}: {exc.detail}"
-            self.audit.record(
-                ctx,
-                "model.out_of_band_revert_failed",
-                model_name=name,
-                after={"out_of_band_seq": found.audit_seq, "error": error},
-            )
+        if error is not None:
+            # A revert may stop halfway: what MLflow holds now becomes the record, so the
+            # next pass does not take our own half-revert for another out-of-band move.
+            after: dict[str, Any] = {"out_of_band_seq": found.audit_seq, "error": error}
+            try:
+                now_held, _ = self._actual(name)
+                after["holders"] = {k: now_held.get(k, []) for k in sorted(changed)}
+            except RegistryError:
+                pass
+            self.audit.record(ctx, "model.out_of_band_revert_failed", model_name=name, after=after)
             return Reconciliation(
                 name, REVERT_FAILED, found.changes, found.audit_seq, found.alert_id, error
             )
@@ -266,6 +310,7 @@ class Reconciler:
                 found.alert_id,
                 {"reverted": True, "audit_seq": event.seq},
                 session,
+                only_if_firing=True,
             )
         return Reconciliation(name, REVERTED, found.changes, event.seq, found.alert_id)
 

@@ -9,11 +9,13 @@ once: the outbox row is committed with the event, and only a 2xx answer settles 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import random
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
 from registry_service.db.base import utcnow
@@ -268,6 +270,16 @@ class WebhookService:
             if "enabled" in changes and changes["enabled"] != row.enabled:
                 row.enabled = changes["enabled"]
                 row.disabled_reason = None if row.enabled else f"disabled by {ctx.actor}"
+                if row.enabled:
+                    # What waited gets a fresh day of retries, starting now.
+                    session.execute(
+                        update(WebhookDeliveryRow)
+                        .where(
+                            WebhookDeliveryRow.webhook_id == row.id,
+                            WebhookDeliveryRow.status == PENDING,
+                        )
+                        .values(created_at=self.clock(), next_attempt_at=self.clock())
+                    )
             after = _public(row)
             if after != before:
                 row.updated_at = self.clock()
@@ -286,10 +298,9 @@ class WebhookService:
         with self.db.transaction() as session:
             row = self._row(session, webhook_id, lock=True)
             before = _public(row)
-            for delivery in session.execute(
-                select(WebhookDeliveryRow).where(WebhookDeliveryRow.webhook_id == webhook_id)
-            ).scalars():
-                session.delete(delivery)
+            session.execute(
+                delete(WebhookDeliveryRow).where(WebhookDeliveryRow.webhook_id == webhook_id)
+            )
             session.delete(row)
             self.audit.append(
                 session, ctx, "webhook.deleted", subject=f"webhook:{webhook_id}", before=before
@@ -366,7 +377,12 @@ class WebhookService:
             with ThreadPoolExecutor(max_workers=min(SENDERS, len(batch))) as pool:
                 outcomes = list(pool.map(self._send, batch))
             for outcome in outcomes:
-                for key, n in self._settle(ctx, outcome).items():
+                try:
+                    settled = self._settle(ctx, outcome)
+                except Exception:  # one delivery's record must not hold up the others
+                    log.exception("webhook delivery %s not recorded", outcome.delivery_id)
+                    continue
+                for key, n in settled.items():
                     totals[key] += n
             if len(batch) < BATCH:
                 break
@@ -443,26 +459,42 @@ class WebhookService:
             ),
         }
         try:
-            response = requests.post(
+            refused = _refused_address(item["url"])
+            if refused:
+                return Outcome(item["id"], None, refused, 0.0)
+            with requests.post(
                 item["url"],
                 data=item["body"].encode("utf-8"),
                 headers=headers,
                 timeout=(min(5.0, self.timeout), self.timeout),
                 allow_redirects=False,
-            )
-            code, error = response.status_code, None
-            if not 200 <= code < 300:
-                error = f"HTTP {code}: {response.text[:200]}"
-            response.close()
+                stream=True,  # the answer's body is read only as far as the log keeps it
+            ) as response:
+                code, error = response.status_code, None
+                if not 200 <= code < 300:
+                    head = response.raw.read(200, decode_content=True) or b""
+                    error = f"HTTP {code}: {head.decode('utf-8', 'replace')}"
         except requests.RequestException as exc:
+            code, error = None, f"{type(exc).__name__}: {str(exc)[:300]}"
+        except Exception as exc:  # a bug in one send must not lose the batch's others
+            log.exception("webhook delivery %s failed to send", item["id"])
             code, error = None, f"{type(exc).__name__}: {str(exc)[:300]}"
         return Outcome(item["id"], code, error, (time.perf_counter() - began) * 1000)
 
     def _settle(self, ctx: Context, outcome: Outcome) -> dict[str, int]:
         now = self.clock()
         with self.db.transaction() as session:
+            webhook_id = session.execute(
+                select(WebhookDeliveryRow.webhook_id).where(
+                    WebhookDeliveryRow.id == outcome.delivery_id
+                )
+            ).scalar()
+            if webhook_id is None:
+                return {}  # deleted with its webhook
+            # Webhook first, then delivery: the order delete() locks them in.
+            hook = session.get(WebhookRow, webhook_id, with_for_update=True)
             row = session.get(WebhookDeliveryRow, outcome.delivery_id, with_for_update=True)
-            if row is None or row.status != PENDING:
+            if hook is None or row is None or row.status != PENDING:
                 return {}  # deleted, or settled by someone else meanwhile
             row.attempts += 1
             row.last_attempt_at = now
@@ -475,7 +507,6 @@ class WebhookService:
                 "duration_ms": round(outcome.duration_ms, 1),
             }
             row.attempt_log = [*(row.attempt_log or []), entry][-ATTEMPT_LOG_SIZE:]
-            hook = session.get(WebhookRow, row.webhook_id, with_for_update=True)
             if outcome.ok:
                 row.status, row.delivered_at, row.next_attempt_at = DELIVERED, now, None
                 hook.last_success_at = now
@@ -525,6 +556,19 @@ class WebhookService:
                 .group_by(WebhookDeliveryRow.webhook_id)
             ).all()
         )
+
+
+def _refused_address(url: str) -> str | None:
+    """Link-local addresses (cloud metadata services among them) are never called."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return None  # the request itself reports what is wrong with the name
+    for info in infos:
+        if ipaddress.ip_address(info[4][0].split("%")[0]).is_link_local:
+            return f"{host} resolves to a link-local address, which webhooks never call"
+    return None
 
 
 def _public(row: WebhookRow) -> dict[str, Any]:

@@ -951,6 +951,7 @@ class MonitoringService:
     ) -> tuple[int, bool]:
         """Fire ``rule``'s alert on ``name`` in the caller's transaction, or add to the
         one already firing; its id, and whether it is new."""
+        self.audit.lock_chain(session)
         firing = session.execute(
             select(AlertRow)
             .where(AlertRow.model_name == name, AlertRow.rule == rule, AlertRow.state == "firing")
@@ -979,17 +980,26 @@ class MonitoringService:
         return row.id, True
 
     def resolve_alert(
-        self, ctx: Context, alert_id: int, figures: dict[str, Any], session=None
-    ) -> Alert:
+        self,
+        ctx: Context,
+        alert_id: int,
+        figures: dict[str, Any],
+        session=None,
+        only_if_firing: bool = False,
+    ) -> Alert | None:
         """Resolve a firing alert by hand (acknowledged) or for its raiser; audited.
-        A rule still breached fires again at its next evaluation."""
+        A rule still breached fires again at its next evaluation. With
+        ``only_if_firing``, one resolved meanwhile is left as it is (None)."""
         if session is None:
             with self.db.transaction() as own:
-                return self.resolve_alert(ctx, alert_id, figures, own)
+                return self.resolve_alert(ctx, alert_id, figures, own, only_if_firing)
+        self.audit.lock_chain(session)  # the one lock order: chain, policy, alert
         row = session.get(AlertRow, alert_id, with_for_update=True)
         if row is None:
             raise AlertNotFound(f"no alert with id {alert_id}")
         if row.state != "firing":
+            if only_if_firing:
+                return None
             raise IllegalTransition(f"alert {alert_id} is {row.state}", request_status=row.state)
         row.state, row.resolved_at, row.resolved_figures = "resolved", self.clock(), figures
         session.flush()
@@ -1034,6 +1044,7 @@ class MonitoringService:
         system = Context(SYSTEM_ACTOR, ctx.request_id)
         resolved = []
         with self.db.transaction() as session:
+            self.audit.lock_chain(session)
             query = select(AlertRow).where(AlertRow.state == "firing").with_for_update()
             if name is not None:
                 query = query.where(AlertRow.model_name == name)
@@ -1100,6 +1111,7 @@ class MonitoringService:
         breached = rule.breached(measured["value"])
         system = Context(SYSTEM_ACTOR, ctx.request_id)
         with self.db.transaction() as session:
+            self.audit.lock_chain(session)
             # The policy row serialises evaluations of one model across processes.
             session.execute(
                 select(ModelPolicyRow.model_name)

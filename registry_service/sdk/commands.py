@@ -607,7 +607,11 @@ def audit_verify(client: RegistryClient, as_json: bool) -> int:
 def mcp(url: str, token: str | None, over_http: bool, host: str, port: int) -> None:
     """Serve the registry as MCP tools for AI assistants (stdio, or --http), each a REST
     call with this token: the same roles, policies and audit as everyone else."""
-    from registry_service.sdk.mcp_tools import RegistryTools, serve_http, serve_stdio
+    from registry_service.sdk.mcp_tools import RegistryTools, is_loopback, serve_http, serve_stdio
+
+    if over_http and not is_loopback(host):
+        # Whoever reaches the endpoint acts with this token: it stays on this machine.
+        raise click.UsageError("--host must be a loopback address (127.0.0.1, ::1, localhost)")
 
     # stdout carries the protocol under stdio: every log line goes to stderr.
     logging.basicConfig(stream=sys.stderr, format="registry-service mcp: %(message)s")

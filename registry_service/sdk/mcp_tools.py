@@ -165,7 +165,8 @@ class RegistryTools:
         body = {k: arguments[k] for k in tool.body_fields if k in arguments}
         headers = None
         if tool.method == "POST":
-            # A retried call after a dropped connection is then the same call, not two.
+            # The client's own retry after a dropped connection is then the same call;
+            # a second tool call is a second call.
             headers = {"Idempotency-Key": f"mcp-{uuid.uuid4().hex}"}
         try:
             return self.client.call(
@@ -258,6 +259,17 @@ def serve_stdio(tools: RegistryTools) -> None:
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
     anyio.run(main)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_http(tools: RegistryTools, host: str, port: int) -> None:

@@ -268,6 +268,14 @@ class AuditLog:
         session.flush()
         return _entity(row)
 
+    @staticmethod
+    def lock_chain(session: Session) -> None:
+        """Take the chain head lock now. A transaction that locks other rows before it
+        appends takes this first, so every writer locks in one order (no deadlock)."""
+        session.execute(
+            select(AuditChainHeadRow).where(AuditChainHeadRow.id == 1).with_for_update()
+        ).scalar_one()
+
     def record(self, ctx: Context, action: str, **fields: Any) -> AuditEvent:
         with self.db.transaction() as session:
             return self.append(session, ctx, action, **fields)

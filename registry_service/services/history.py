@@ -17,7 +17,12 @@ from registry_service.gateway.base import RegistryGateway
 
 # Events whose ``after.holders`` state outright which versions hold the targets named:
 # a model adopted as found, a move noticed in MLflow that bypassed us, and its revert.
-HOLDER_EVENTS = ("model.adopted", "model.out_of_band_change", "model.out_of_band_reverted")
+HOLDER_EVENTS = (
+    "model.adopted",
+    "model.out_of_band_change",
+    "model.out_of_band_reverted",
+    "model.out_of_band_revert_failed",
+)
 MOVES = ("version.stage_changed", "alias.set", "alias.deleted", *HOLDER_EVENTS)
 
 
@@ -131,6 +136,16 @@ def _replay(rows) -> list[Tenure]:
                 for archived in after.get("archived_versions") or []:
                     end(Target(TargetType.STAGE, new), archived, row)
                     start(Target(TargetType.STAGE, Stage.ARCHIVED.value), archived, row, request)
+        elif row.action in ("alias.set", "alias.deleted") and "aliases" in (after or before):
+            # Recorded from what MLflow held (an intent settled after an unconfirmed
+            # call): whole alias maps, before and after.
+            old, new = before.get("aliases") or {}, after.get("aliases") or {}
+            for name in sorted(set(old) | set(new)):
+                if old.get(name) != new.get(name):
+                    alias = Target(TargetType.ALIAS, name)
+                    end(alias, old.get(name), row)
+                    if new.get(name) is not None:
+                        start(alias, new[name], row, request)
         elif row.action == "alias.set":
             alias = Target(TargetType.ALIAS, after["alias"])
             end(alias, before.get("version"), row)
@@ -154,9 +169,11 @@ def target_of(key: str) -> Target:
     return Target(TargetType(kind), name)
 
 
-def holders_now(session: Session, name: str) -> dict[str, list[int]]:
-    """What our own records say holds each stage and alias of ``name`` now."""
-    return ModelHistory(name, _replay(_move_rows(session, name))).holders_at
+def holders_now(session: Session, name: str) -> dict[str, list[int]] | None:
+    """What our own records say holds each stage and alias of ``name`` now; None when
+    they have never recorded a move of it."""
+    rows = _move_rows(session, name)
+    return ModelHistory(name, _replay(rows)).holders_at if rows else None
 
 
 def _move_rows(session: Session, name: str) -> list:

@@ -144,6 +144,7 @@ class PolicyService:
                 )
         self.gateway.get_registered_model(name)
         with self.db.transaction() as session:
+            self.audit.lock_chain(session)  # the one lock order: chain, policy, alert
             self._check_quorums(session, rules)
             row = session.get(ModelPolicyRow, name, with_for_update=True)
             before = _policy(name, row)

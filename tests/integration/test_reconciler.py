@@ -303,3 +303,41 @@ def test_no_false_alarm_in_100_governed_promotions_racing_the_reconciler(polling
         f"\n100 governed promotions, {len(outcomes)} racing comparisons: "
         f"{outcomes.count('in-step')} in step, {outcomes.count('deferred')} deferred, 0 alarms"
     )
+
+
+def test_a_model_made_in_mlflow_is_adopted_as_found_then_watched(polling, mlflow, admin):
+    url = polling.url
+    name = f"rec-outside-{uuid.uuid4().hex[:8]}"
+    mlflow.create_registered_model(name)
+    exp = mlflow.get_experiment_by_name("reconcile")
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment("reconcile")
+    for _ in range(2):
+        run_id = mlflow.create_run(exp_id).info.run_id
+        mlflow.create_model_version(name, f"runs:/{run_id}/model", run_id)
+    mlflow.set_registered_model_alias(name, "champion", "1")
+    # Some event of ours about it that is not a move (its policy) must not change that.
+    answer = requests.put(
+        f"{url}/api/v1/models/{name}/policy",
+        headers=admin,
+        json={"rules": ZERO_APPROVALS, "out_of_band": "revert"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    answer = requests.post(
+        f"{url}/api/v1/integrations/reconcile",
+        headers=admin,
+        params={"model_name": name},
+        timeout=60,
+    )
+    assert answer.status_code == 200
+    assert answer.json()["models"][0]["outcome"] in ("adopted", "in-step", "deferred")
+    (adopted,), _ = wait_for_event(url, admin, name, "model.adopted")
+    assert adopted["after"]["holders"] == {"alias:champion": [1]}
+    assert mlflow.get_model_version_by_alias(name, "champion").version == "1"
+
+    mlflow.set_registered_model_alias(name, "champion", "2")
+    wait_for_event(url, admin, name, "model.out_of_band_reverted")
+    assert mlflow.get_model_version_by_alias(name, "champion").version == "1"
+    assert events(url, admin, name, "model.out_of_band_change")[0]["before"]["holders"] == {
+        "alias:champion": [1]
+    }

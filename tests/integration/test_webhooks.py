@@ -363,9 +363,15 @@ def test_a_day_of_failures_disables_the_webhook_audited(own_db):
         assert [e.action for e in events] == ["webhook.created", "webhook.disabled"]
         assert all("secret" not in json.dumps(e.after) for e in events)
 
-        # A disabled webhook is owed nothing new; re-enabling resumes it.
+        # A disabled webhook is still owed what happens, but nothing is sent to it.
         audit.record(ctx, "probe.sent", subject="probe:2")
-        assert service.get(hook.id).pending_deliveries == 0
-        assert service.update(ctx, hook.id, {"enabled": True}).disabled_reason is None
+        assert service.get(hook.id).pending_deliveries == 1
+        assert service.deliver_due(ctx)["failed_attempts"] == 0
+        # Re-enabled, what waited gets a fresh day of retries rather than one last try.
+        resumed = service.update(ctx, hook.id, {"enabled": True})
+        assert resumed.enabled and resumed.disabled_reason is None
+        result = service.deliver_due(ctx)
+        assert result["failed_attempts"] == 1 and result["given_up"] == 0
+        assert service.get(hook.id).enabled
     finally:
         database.dispose()

@@ -81,3 +81,43 @@ def test_tenures_carry_who_and_which_request():
     first = next(t for t in _replay(ROWS) if t.version == 1 and t.target == PROD)
     assert first.promotion_request == 10 and first.ended_seq == 2
     assert first.until == T0 + timedelta(hours=2)
+
+
+def test_moves_recorded_from_mlflow_snapshots_and_holder_events_replay_too():
+    rows = [
+        event(
+            1,
+            "alias.set",
+            1,
+            {"alias": "champion", "version": None},
+            {"alias": "champion", "version": 1},
+        ),
+        # An intent settled from what MLflow held: whole alias maps.
+        event(
+            2,
+            "alias.set",
+            2,
+            {"description": "", "tags": {}, "aliases": {"champion": 1}},
+            {"aliases": {"champion": 2, "shadow": 1}, "reconciled_from_intent": 7},
+        ),
+        event(
+            3,
+            "alias.deleted",
+            None,
+            {"aliases": {"champion": 2, "shadow": 1}},
+            {"aliases": {"champion": 2}},
+        ),
+        # The reconciler's holder events state holders outright.
+        event(
+            4,
+            "model.out_of_band_change",
+            None,
+            {"holders": {"stage:Staging": []}},
+            {"holders": {"stage:Staging": [3]}},
+        ),
+        event(5, "model.out_of_band_reverted", None, {}, {"holders": {"alias:champion": [1]}}),
+    ]
+    assert ModelHistory("m", _replay(rows)).holders_at == {
+        "alias:champion": [1],
+        "stage:Staging": [3],
+    }
