@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bench.promotion_latency import migrated_service_env, token  # noqa: E402
 from bench.runs_latency import load_runs  # noqa: E402
 from bench.version_latency import row, sequential, start_service, stop, throughput  # noqa: E402
+from tests.conftest import write_model_dir  # noqa: E402
 from tests.rig import MlflowServer, Postgres, create_database, free_port  # noqa: E402
 
 
@@ -46,8 +47,8 @@ def main() -> None:
         client = MlflowClient(server.uri)
         experiment = client.create_experiment("read-path")
         run_ids = load_runs(client, experiment, args.runs)
-        client.create_registered_model("read-path-model")
-        client.create_model_version("read-path-model", f"runs:/{run_ids[0]}/model", run_ids[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            client.log_artifacts(run_ids[0], str(write_model_dir(Path(tmp))), "model")
 
         env, cli = migrated_service_env(pg.url, server.uri, work)
         viewer = token(cli, env, "reader", "viewer")
@@ -60,6 +61,18 @@ def main() -> None:
         remote_port, direct_port = free_port(), free_port()
         services.append(start_service(env, remote_port))
         services.append(start_service(direct_env, direct_port))
+        # Registered through the service, as its users do: the lineage is recorded.
+        import requests
+
+        writer = token(cli, env, "writer", "requester")
+        base_url = f"http://127.0.0.1:{remote_port}/api/v1/models"
+        requests.post(base_url, headers=writer, json={"name": "read-path-model"}, timeout=60)
+        requests.post(
+            f"{base_url}/read-path-model/versions",
+            headers=writer,
+            json={"run_id": run_ids[0]},
+            timeout=60,
+        ).raise_for_status()
 
         version = "/api/v1/models/read-path-model/versions/1"
         best = f"/api/v1/experiments/{experiment}/best-run?metric=auc"
@@ -81,6 +94,12 @@ def main() -> None:
         )
         figures = {}
         for label, port in (("remote (HTTP)", remote_port), ("direct-store", direct_port)):
+            url = f"http://127.0.0.1:{port}{version}?include=run"
+            row(
+                f"ours GET version?include=run, {label}, new connection",
+                sequential(url, viewer, n, keep_alive=False),
+                throughput(url, viewer, secs, clients),
+            )
             url = f"http://127.0.0.1:{port}{version}"
             figures[label] = row(
                 f"ours GET version, {label}, new connection",
@@ -100,7 +119,6 @@ def main() -> None:
             f"{server.uri}/api/2.0/mlflow/runs/search",
             {"experiment_ids": [experiment], "order_by": ["metrics.auc DESC"], "max_results": 1},
         )
-        import requests
 
         def mlflow_best():
             requests.post(search[0], json=search[1], timeout=30).raise_for_status()

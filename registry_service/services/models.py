@@ -524,13 +524,17 @@ class ModelService:
         except RunNotFound:
             return None
 
-    def get_version(self, name: str, version: int) -> VersionDetail:
+    def get_version(self, name: str, version: int, include_run: bool = True) -> VersionDetail:
+        """A version with its lineage; with ``include_run``, its run as it is now. The
+        lineage recorded at registration already holds the run's params and metrics of
+        then, so without it a read is one MLflow call, not two."""
         check_model_name(name)
         # Fetched one after the other on purpose: in parallel they only contend for
         # MLflow's server, and measured slower (bench/version_latency.py).
         mv = self.gateway.get_model_version(name, version)
         row = self._lineage_row(name, version)
-        run = self._run_or_none(mv.run_id)
+        # Registered outside the service: the lineage is rebuilt from the run.
+        run = self._run_or_none(mv.run_id) if include_run or row is None else None
         if row is not None:
             lineage = _lineage_from_row(row)
         elif run is not None:

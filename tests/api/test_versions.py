@@ -126,10 +126,16 @@ def test_get_version_shows_live_run_and_lineage(client, auth, model, make_run, m
     run_id = make_run(params={"lr": "0.1"}, metrics={"auc": 0.8})
     register(client, auth, model, run_id)
     mlflow_client.log_metric(run_id, "auc_late", 0.85)
-    body = client.get(f"/api/v1/models/{model}/versions/1", headers=auth()).json
+    url = f"/api/v1/models/{model}/versions/1"
+    body = client.get(url, headers=auth(), query_string={"include": "run"}).json
     assert body["run"]["metrics"] == {"auc": 0.8, "auc_late": 0.85}
     assert body["lineage"]["metrics"] == {"auc": 0.8}  # as it was at registration
     assert body["run"]["status"] == "FINISHED"
+    # Without include=run: the lineage of registration only, one MLflow read.
+    plain = client.get(url, headers=auth()).json
+    assert plain["run"] is None and plain["lineage"] == body["lineage"]
+    bad = client.get(url, headers=auth(), query_string={"include": "everything"})
+    assert bad.status_code == 422
 
 
 def test_version_registered_outside_gets_lineage_from_run(

@@ -160,13 +160,14 @@ def test_mlflow_webhooks_trigger_a_comparison_at_once(rec_db, rec_mlflow, mlflow
     # No scheduler: only MLflow's webhook can make this service look.
     service = start_service(rec_db, rec_mlflow, tmp_path, REGISTRY_SCHEDULER="0")
     url = service.url
-    hook = mlflow.create_webhook(
-        name=f"registry-{uuid.uuid4().hex[:6]}",
-        url=f"{url}/api/v1/integrations/mlflow-webhook",
-        events=["model_version_alias.created", "model_version_alias.deleted"],
-        secret=HOOK_SECRET,
-    )
+    hook = None
     try:
+        hook = mlflow.create_webhook(
+            name=f"registry-{uuid.uuid4().hex[:6]}",
+            url=f"{url}/api/v1/integrations/mlflow-webhook",
+            events=["model_version_alias.created", "model_version_alias.deleted"],
+            secret=HOOK_SECRET,
+        )
         name = governed_model(url, admin, mlflow)
         promote(url, admin, name, 1, target_alias="champion")  # MLflow calls us for this too
         time.sleep(3)
@@ -198,7 +199,8 @@ def test_mlflow_webhooks_trigger_a_comparison_at_once(rec_db, rec_mlflow, mlflow
         )
         assert forged.status_code == 401 and forged.json()["code"] == "unauthenticated"
     finally:
-        mlflow.delete_webhook(hook.webhook_id)
+        if hook is not None:
+            mlflow.delete_webhook(hook.webhook_id)
         service.stop()
 
 

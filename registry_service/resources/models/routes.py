@@ -15,6 +15,7 @@ from registry_service.resources.models.schemas import (
     ModelPageSchema,
     ModelPatchSchema,
     ModelSchema,
+    VersionArgsSchema,
     VersionCreateSchema,
     VersionDetailSchema,
     VersionListArgsSchema,
@@ -105,10 +106,11 @@ class Versions(MethodView):
 @blp.route("/<string:name>/versions/<id:version>")
 class Version(MethodView):
     @blp.requires()
+    @blp.arguments(VersionArgsSchema, location="query")
     @blp.response(200, VersionDetailSchema)
-    def get(self, name, version):
-        """Show a version with its run's metrics and params and its lineage"""
-        return _models().get_version(name, version)
+    def get(self, args, name, version):
+        """Show a version with its lineage; include=run adds its run as it is now"""
+        return _models().get_version(name, version, include_run="run" in args["include"])
 
     @blp.requires(Role.REQUESTER)
     @blp.arguments(VersionPatchSchema)

@@ -109,9 +109,26 @@ class LineageSchema(Schema):
     )
 
 
+class VersionArgsSchema(Schema):
+    include = DelimitedList(
+        ma.fields.String(validate=ma.validate.OneOf(["run"])),
+        load_default=list,
+        metadata={
+            "description": "run: also fetch the source run as it is now (one more MLflow "
+            "read). Without it, the lineage gives the run's params and metrics as they "
+            "were at registration"
+        },
+    )
+
+
 class VersionDetailSchema(VersionSchema):
     run = ma.fields.Nested(
-        RunSchema, allow_none=True, metadata={"description": "The source run as it is now"}
+        RunSchema,
+        allow_none=True,
+        metadata={
+            "description": "The source run as it is now: with include=run, or when the "
+            "version was registered outside the service (its lineage is rebuilt from it)"
+        },
     )
     lineage = ma.fields.Nested(LineageSchema, allow_none=True)
 
