@@ -94,6 +94,21 @@ def polling(rec_db, rec_mlflow, tmp_path_factory):
     service.stop()
 
 
+def experiment_of(mlflow) -> str:
+    exp = mlflow.get_experiment_by_name("reconcile")
+    return exp.experiment_id if exp else mlflow.create_experiment("reconcile")
+
+
+def put_policy(url, admin, name, **policy) -> None:
+    answer = requests.put(
+        f"{url}/api/v1/models/{name}/policy",
+        headers=admin,
+        json={"rules": ZERO_APPROVALS, **policy},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+
+
 def governed_model(url, admin, mlflow, versions=2, **policy) -> str:
     """A model made through the registry, with versions and zero-approval rules."""
     name = f"rec-{uuid.uuid4().hex[:8]}"
@@ -103,8 +118,7 @@ def governed_model(url, admin, mlflow, versions=2, **policy) -> str:
         ).status_code
         == 201
     )
-    exp = mlflow.get_experiment_by_name("reconcile") or None
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment("reconcile")
+    exp_id = experiment_of(mlflow)
     for _ in range(versions):
         run_id = mlflow.create_run(exp_id).info.run_id
         with tempfile.TemporaryDirectory() as tmp:
@@ -117,13 +131,7 @@ def governed_model(url, admin, mlflow, versions=2, **policy) -> str:
             timeout=60,
         )
         assert answer.status_code == 201, answer.text
-    answer = requests.put(
-        f"{url}/api/v1/models/{name}/policy",
-        headers=admin,
-        json={"rules": ZERO_APPROVALS, **policy},
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
+    put_policy(url, admin, name, **policy)
     return name
 
 
@@ -311,20 +319,13 @@ def test_a_model_made_in_mlflow_is_adopted_as_found_then_watched(polling, mlflow
     url = polling.url
     name = f"rec-outside-{uuid.uuid4().hex[:8]}"
     mlflow.create_registered_model(name)
-    exp = mlflow.get_experiment_by_name("reconcile")
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment("reconcile")
+    exp_id = experiment_of(mlflow)
     for _ in range(2):
         run_id = mlflow.create_run(exp_id).info.run_id
         mlflow.create_model_version(name, f"runs:/{run_id}/model", run_id)
     mlflow.set_registered_model_alias(name, "champion", "1")
     # Some event of ours about it that is not a move (its policy) must not change that.
-    answer = requests.put(
-        f"{url}/api/v1/models/{name}/policy",
-        headers=admin,
-        json={"rules": ZERO_APPROVALS, "out_of_band": "revert"},
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
+    put_policy(url, admin, name, out_of_band="revert")
     answer = requests.post(
         f"{url}/api/v1/integrations/reconcile",
         headers=admin,
