@@ -11,6 +11,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import requests
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import DBAPIError
 
 from registry_service import errors
 from registry_service.domain.entities import (
@@ -33,6 +35,7 @@ from registry_service.domain.entities import (
 )
 from registry_service.domain.names import INT32_MAX
 from registry_service.gateway.base import RegistryGateway
+from registry_service.gateway.direct_reads import DirectReads
 from registry_service.gateway.http import install_low_latency_transport
 
 _ERROR_BY_CODE: dict[str, type[errors.RegistryError]] = {
@@ -201,6 +204,14 @@ class MlflowGateway(RegistryGateway):
             if self.direct
             else self.client
         )
+        # Workspaces (multi-tenant MLflow) scope every read: MLflow's store keeps that.
+        self.direct_reads = (
+            DirectReads(self.registry_uri, _ts)
+            if self.direct
+            and not self.schema_problem
+            and os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() not in ("1", "true")
+            else None
+        )
 
     def _init_embedded_store(self, artifact_root: str) -> None:
         # MlflowClient would create the store with "./mlruns" as the artifact root;
@@ -353,7 +364,18 @@ class MlflowGateway(RegistryGateway):
 
     # -- versions
     def get_model_version(self, name, version):
-        with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
+        what = f"version {version} of model {name!r}"
+        if self.direct_reads is not None and 0 < version <= INT32_MAX:
+            try:
+                found = self.direct_reads.model_version(name, version)
+            except DBAPIError as exc:
+                raise errors.UpstreamUnavailable("MLflow's database could not be read") from exc
+            if found is None:
+                raise errors.VersionNotFound(f"{what} not found")
+            if found.model_id is None:
+                found = replace(found, model_id=_model_id_of(found.source))
+            return found
+        with self._translate(errors.VersionNotFound, what):
             return self._version(self.client.get_model_version(name, str(version)))
 
     def search_model_versions(self, name, max_results, page_token):

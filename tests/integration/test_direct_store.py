@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from registry_service.app import create_app
+from registry_service.errors import VersionNotFound
 from registry_service.services.context import Context
 from tests.conftest import get_services_of
 from tests.rig import create_database
@@ -105,6 +106,35 @@ def test_reads_go_to_mlflow_s_database_and_artifacts_through_its_server(
     assert answer.status_code == 200, answer.json
     assert answer.json["predictions"] == [int(p) for p in estimator.predict(pd.DataFrame(rows))]
     assert any("/mlflow-artifacts/" in c or "artifacts" in c for c in calls)
+
+
+def test_the_direct_version_read_matches_mlflow_s_own_store(direct_app, model_name, mlflow_client):
+    gateway = get_services_of(direct_app).gateway
+    assert gateway.direct_reads is not None
+    mlflow_client.create_registered_model(model_name)
+    for i in range(4):
+        run_id, _ = log_sklearn(mlflow_client, 0.5 + i / 10)
+        mlflow_client.create_model_version(
+            model_name, f"runs:/{run_id}/model", run_id, tags={"i": str(i), "team": "risk"}
+        )
+    mlflow_client.transition_model_version_stage(model_name, "2", "Production")
+    mlflow_client.transition_model_version_stage(model_name, "3", "Archived")
+    mlflow_client.set_registered_model_alias(model_name, "champion", "2")
+    mlflow_client.set_registered_model_alias(model_name, "shadow", "2")
+    mlflow_client.set_registered_model_alias(model_name, "challenger", "4")
+    mlflow_client.update_model_version(model_name, "4", description="a note")
+    mlflow_client.delete_model_version(model_name, "1")
+
+    for version in (2, 3, 4):
+        fast = gateway.get_model_version(model_name, version)
+        store = gateway._version(gateway.client.get_model_version(model_name, str(version)))
+        assert fast == store, version
+    assert gateway.get_model_version(model_name, 2).aliases == ["champion", "shadow"]
+    for missing in (1, 5, 2**31 - 1):
+        with pytest.raises(VersionNotFound):
+            gateway.get_model_version(model_name, missing)
+    with pytest.raises(VersionNotFound):
+        gateway.get_model_version("no-such-model", 1)
 
 
 @pytest.fixture
