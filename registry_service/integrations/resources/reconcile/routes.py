@@ -81,6 +81,7 @@ def _verify(secret: str, body: str) -> None:
 
 @hook_blp.route("/mlflow-webhook")
 class MlflowWebhook(MethodView):
+    @hook_blp.doc(security=[])
     @hook_blp.response(200, MlflowWebhookAnswerSchema)
     @hook_blp.problems(not_found="No such model")
     def post(self):
