@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 # A write still pending after this is no longer in flight: MLflow calls time out well
 # before (REGISTRY_MLFLOW_TIMEOUT, 10 s, times its retries).
 INTENT_GRACE = timedelta(minutes=2)
+# Recorded lineages remembered per process (they never change once written).
+LINEAGE_CACHE_SECONDS = 300.0
+LINEAGE_CACHE_ENTRIES = 10_000
 T = TypeVar("T")
 
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
@@ -249,6 +253,7 @@ class ModelService:
         self.db = db
         self.audit = audit
         self.intents = IntentLog(db)
+        self._lineage_cache: dict[tuple[str, int], tuple[float, Lineage]] = {}
         # Called with (ctx, name, version) once a registration is recorded; what they do
         # (e.g. capture a drift reference) never undoes the registration.
         self.on_registered: list[Callable[[Context, str, int], object]] = []
@@ -516,6 +521,26 @@ class ModelService:
                 )
             ).scalar_one_or_none()
 
+    def _recorded_lineage(self, name: str, version: int, mv: ModelVersion) -> Lineage | None:
+        """The lineage recorded at registration. Never changed once written, so it is
+        remembered for a while per process; a hit must still be the same version (the
+        same run and registration time), since a model deleted and made again in MLflow
+        numbers its versions from 1 again."""
+        key = (name, version)
+        cached = self._lineage_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < LINEAGE_CACHE_SECONDS:
+            lineage = cached[1]
+            if lineage.run_id == mv.run_id:
+                return lineage
+        row = self._lineage_row(name, version)
+        if row is None or row.run_id != mv.run_id:
+            return None  # not registered through us, or an earlier model of that name
+        lineage = _lineage_from_row(row)
+        if len(self._lineage_cache) >= LINEAGE_CACHE_ENTRIES:
+            self._lineage_cache.clear()
+        self._lineage_cache[key] = (time.monotonic(), lineage)
+        return lineage
+
     def _run_or_none(self, run_id: str | None) -> Run | None:
         if not run_id:
             return None
@@ -532,15 +557,11 @@ class ModelService:
         # Fetched one after the other on purpose: in parallel they only contend for
         # MLflow's server, and measured slower (bench/version_latency.py).
         mv = self.gateway.get_model_version(name, version)
-        row = self._lineage_row(name, version)
+        lineage = self._recorded_lineage(name, version, mv)
         # Registered outside the service: the lineage is rebuilt from the run.
-        run = self._run_or_none(mv.run_id) if include_run or row is None else None
-        if row is not None:
-            lineage = _lineage_from_row(row)
-        elif run is not None:
+        run = self._run_or_none(mv.run_id) if include_run or lineage is None else None
+        if lineage is None and run is not None:
             lineage = _lineage_from_run(run, None)
-        else:
-            lineage = None
         return VersionDetail(mv, run, lineage)
 
     def lineage_of(self, name: str, version: int) -> Lineage | None:

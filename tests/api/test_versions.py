@@ -5,7 +5,9 @@ import uuid
 
 import pytest
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from sqlalchemy import delete
 
+from registry_service.db.models import VersionLineageRow
 from registry_service.domain.entities import Stage
 from registry_service.services.context import Context
 from tests.conftest import get_services_of
@@ -146,6 +148,28 @@ def test_version_registered_outside_gets_lineage_from_run(
     mlflow_client.create_model_version(model, source, run_id=run_id)
     lineage = client.get(f"/api/v1/models/{model}/versions/1", headers=auth()).json["lineage"]
     assert lineage["recorded"] is False and lineage["git_commit"] == "b" * 40
+
+
+def test_recorded_lineage_is_remembered_but_never_for_another_version(
+    app, client, auth, model, make_run, mlflow_client, db
+):
+    first_run = make_run(params={"a": "1"})
+    register(client, auth, model, first_run)
+    url = f"/api/v1/models/{model}/versions/1"
+    assert client.get(url, headers=auth()).json["lineage"]["recorded"] is True
+    with db.transaction() as session:  # gone from the table: served from memory
+        session.execute(delete(VersionLineageRow).where(VersionLineageRow.model_name == model))
+    again = client.get(url, headers=auth()).json
+    assert again["lineage"]["recorded"] is True and again["run"] is None
+    # The model made again in MLflow numbers its versions from 1: not the same version.
+    mlflow_client.delete_registered_model(model)
+    mlflow_client.create_registered_model(model)
+    second_run = make_run(params={"a": "2"})
+    source = mlflow_client.get_run(second_run).info.artifact_uri + "/model"
+    mlflow_client.create_model_version(model, source, run_id=second_run)
+    fresh = client.get(url, headers=auth()).json
+    assert fresh["lineage"]["recorded"] is False and fresh["lineage"]["run_id"] == second_run
+    assert fresh["lineage"]["params"] == {"a": "2"}
 
 
 def test_get_missing_version_is_404(client, auth, model):
