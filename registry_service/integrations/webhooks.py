@@ -167,6 +167,12 @@ def check_events(events: list[str]) -> list[str]:
     return sorted(set(events))
 
 
+def check_format(format: str) -> str:
+    if format not in FORMATS:
+        raise _invalid("format", f"one of {FORMATS}")
+    return format
+
+
 def check_secret(secret: str | None) -> str:
     """A ``whsec_`` secret of 24 to 64 random bytes in base64; made up when not given."""
     if secret is None:
@@ -218,12 +224,10 @@ class WebhookService:
         description: str | None = None,
     ) -> tuple[Webhook, str]:
         """Register a webhook; its secret is returned here and never shown again."""
-        if format not in FORMATS:
-            raise _invalid("format", f"one of {FORMATS}")
         row = WebhookRow(
             url=check_url(url),
             events=check_events(events),
-            format=format,
+            format=check_format(format),
             secret=check_secret(secret),
             description=description,
             enabled=True,
@@ -247,9 +251,7 @@ class WebhookService:
 
     def get(self, webhook_id: int) -> Webhook:
         with self.db.read() as session:
-            return _webhook(
-                self._row(session, webhook_id), self._pending_counts(session).get(webhook_id, 0)
-            )
+            return _webhook(self._row(session, webhook_id), self._pending(session, webhook_id))
 
     def update(self, ctx: Context, webhook_id: int, changes: dict[str, Any]) -> Webhook:
         """Change url, events, format, description or enabled; re-enabling clears the
@@ -262,9 +264,7 @@ class WebhookService:
             if "events" in changes:
                 row.events = check_events(changes["events"])
             if "format" in changes:
-                if changes["format"] not in FORMATS:
-                    raise _invalid("format", f"one of {FORMATS}")
-                row.format = changes["format"]
+                row.format = check_format(changes["format"])
             if "description" in changes:
                 row.description = changes["description"]
             if "enabled" in changes and changes["enabled"] != row.enabled:
@@ -291,7 +291,7 @@ class WebhookService:
                     before=before,
                     after=after,
                 )
-            return _webhook(row, self._pending_counts(session).get(webhook_id, 0))
+            return _webhook(row, self._pending(session, webhook_id))
 
     def delete(self, ctx: Context, webhook_id: int) -> None:
         """Remove a webhook with its delivery log; what it was still owed is dropped."""
@@ -546,6 +546,14 @@ class WebhookService:
         if row is None:
             raise WebhookNotFound(f"no webhook with id {webhook_id}")
         return row
+
+    @staticmethod
+    def _pending(session, webhook_id: int) -> int:
+        return session.execute(
+            select(func.count()).where(
+                WebhookDeliveryRow.webhook_id == webhook_id, WebhookDeliveryRow.status == PENDING
+            )
+        ).scalar()
 
     @staticmethod
     def _pending_counts(session) -> dict[int, int]:

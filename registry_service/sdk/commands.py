@@ -28,20 +28,27 @@ from registry_service.sdk.client import ApiProblem, RegistryClient, Unreachable
 EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_NOT_EXECUTED, EXIT_TIMEOUT = 1, 3, 4, 5
 
 
+URL_OPTION = click.option(
+    "--url",
+    envvar="REGISTRY_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="Service base URL (or REGISTRY_URL).",
+)
+
+
+def token_option(help: str = "Bearer token (or REGISTRY_TOKEN).") -> Callable:
+    return click.option("--token", envvar="REGISTRY_TOKEN", help=help)
+
+
 def client_command(group: click.Group | None, name: str) -> Callable:
     """A command (of ``group``, or top-level) with --url, --token and --json, errors
     mapped to exit codes."""
 
     def decorator(func: Callable) -> click.Command:
         @(group.command(name) if group is not None else click.command(name))
-        @click.option(
-            "--url",
-            envvar="REGISTRY_URL",
-            default="http://127.0.0.1:8080",
-            show_default=True,
-            help="Service base URL (or REGISTRY_URL).",
-        )
-        @click.option("--token", envvar="REGISTRY_TOKEN", help="Bearer token (or REGISTRY_TOKEN).")
+        @URL_OPTION
+        @token_option()
         @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
         @functools.wraps(func)
         def wrapper(url: str, token: str | None, as_json: bool, **kwargs: Any) -> None:
@@ -589,17 +596,9 @@ def audit_verify(client: RegistryClient, as_json: bool) -> int:
 
 
 @click.command("mcp")
-@click.option(
-    "--url",
-    envvar="REGISTRY_URL",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="Service base URL (or REGISTRY_URL).",
-)
-@click.option(
-    "--token",
-    envvar="REGISTRY_TOKEN",
-    help="Bearer token the tools act with (or REGISTRY_TOKEN); give assistants an agent token.",
+@URL_OPTION
+@token_option(
+    "Bearer token the tools act with (or REGISTRY_TOKEN); give assistants an agent token."
 )
 @click.option("--http", "over_http", is_flag=True, help="Streamable HTTP instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --http.")

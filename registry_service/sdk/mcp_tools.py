@@ -15,6 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from registry_service.sdk.client import ApiProblem, RegistryClient, Unreachable
 
@@ -191,8 +192,6 @@ class ToolFailure(Exception):
 
 
 def _segment(value: Any) -> str:
-    from urllib.parse import quote
-
     return quote(str(value), safe="")
 
 

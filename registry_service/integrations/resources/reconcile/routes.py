@@ -55,7 +55,6 @@ class Reconcile(MethodView):
         ctx = current_context()
         if args["model_name"] is not None:
             name = check_model_name(args["model_name"], "model_name", "query")
-            get_services().gateway.get_registered_model(name)
             found = reconciler.reconcile(ctx, name, noticed_by="request")
             return {"models": [found], "counts": {found.outcome: 1}}
         return {"models": [], "counts": reconciler.reconcile_all(ctx)}
@@ -104,7 +103,6 @@ class MlflowWebhook(MethodView):
         if not isinstance(name, str):
             raise BadRequest("data.name must be a model name")
         check_model_name(name, "data.name", "json")
-        services.gateway.get_registered_model(name)
         ctx = Context(MLFLOW_ACTOR, request.headers.get("X-MLflow-Delivery-Id"))
         found = services.reconciler.reconcile(ctx, name, noticed_by=f"mlflow-webhook {received}")
         return {"received": received, "reconciliation": found}

@@ -9,26 +9,40 @@ from registry_service.integrations.outbox import DELIVERED, FAILED, PENDING
 from registry_service.integrations.webhooks import FORMATS, MAX_PATTERNS
 from registry_service.resources.common import PageArgsSchema
 
-URL = ma.fields.String(
-    validate=ma.validate.Length(min=1, max=2048),
-    metadata={"description": "Where deliveries are POSTed (http or https)"},
-)
-EVENTS = ma.fields.List(
-    ma.fields.String(validate=ma.validate.Length(min=1, max=64)),
-    validate=ma.validate.Length(min=1, max=MAX_PATTERNS),
-    metadata={
-        "description": "Audit actions or patterns: promotion.requested, promotion.*, "
-        "alert.*, model.out_of_band_change, * for all"
-    },
-)
-FORMAT = ma.fields.String(
-    validate=ma.validate.OneOf(FORMATS),
-    metadata={
-        "description": "standard: a Standard Webhooks JSON envelope; slack: a message for "
-        "a Slack incoming webhook. Both are signed"
-    },
-)
-DESCRIPTION = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500))
+
+def url_field(**kwargs) -> ma.fields.String:
+    return ma.fields.String(
+        validate=ma.validate.Length(min=1, max=2048),
+        metadata={"description": "Where deliveries are POSTed (http or https)"},
+        **kwargs,
+    )
+
+
+def events_field(**kwargs) -> ma.fields.List:
+    return ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=64)),
+        validate=ma.validate.Length(min=1, max=MAX_PATTERNS),
+        metadata={
+            "description": "Audit actions or patterns: promotion.requested, promotion.*, "
+            "alert.*, model.out_of_band_change, * for all"
+        },
+        **kwargs,
+    )
+
+
+def format_field(**kwargs) -> ma.fields.String:
+    return ma.fields.String(
+        validate=ma.validate.OneOf(FORMATS),
+        metadata={
+            "description": "standard: a Standard Webhooks JSON envelope; slack: a message "
+            "for a Slack incoming webhook. Both are signed"
+        },
+        **kwargs,
+    )
+
+
+def description_field(**kwargs) -> ma.fields.String:
+    return ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500), **kwargs)
 
 
 class WebhookInSchema(Schema):
@@ -39,20 +53,9 @@ class WebhookInSchema(Schema):
         "description": "release channel",
     }
 
-    url = ma.fields.String(
-        required=True,
-        validate=ma.validate.Length(min=1, max=2048),
-        metadata=URL.metadata,
-    )
-    events = ma.fields.List(
-        ma.fields.String(validate=ma.validate.Length(min=1, max=64)),
-        required=True,
-        validate=ma.validate.Length(min=1, max=MAX_PATTERNS),
-        metadata=EVENTS.metadata,
-    )
-    format = ma.fields.String(
-        load_default="standard", validate=ma.validate.OneOf(FORMATS), metadata=FORMAT.metadata
-    )
+    url = url_field(required=True)
+    events = events_field(required=True)
+    format = format_field(load_default="standard")
     secret = ma.fields.String(
         load_default=None,
         validate=ma.validate.Length(max=128),
@@ -61,22 +64,16 @@ class WebhookInSchema(Schema):
             "Shown in this answer only"
         },
     )
-    description = ma.fields.String(
-        load_default=None, allow_none=True, validate=ma.validate.Length(max=500)
-    )
+    description = description_field(load_default=None)
 
 
 class WebhookPatchSchema(Schema):
     example = {"enabled": True, "events": ["promotion.requested"]}
 
-    url = ma.fields.String(validate=ma.validate.Length(min=1, max=2048), metadata=URL.metadata)
-    events = ma.fields.List(
-        ma.fields.String(validate=ma.validate.Length(min=1, max=64)),
-        validate=ma.validate.Length(min=1, max=MAX_PATTERNS),
-        metadata=EVENTS.metadata,
-    )
-    format = ma.fields.String(validate=ma.validate.OneOf(FORMATS), metadata=FORMAT.metadata)
-    description = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500))
+    url = url_field()
+    events = events_field()
+    format = format_field()
+    description = description_field()
     enabled = ma.fields.Boolean(
         metadata={"description": "false pauses deliveries; true resumes what is owed"}
     )
