@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import sys
 import threading
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.version_latency import percentile  # noqa: E402
+from registry_service.db.base import CANONICAL_JSON  # noqa: E402
 from registry_service.db.database import Database  # noqa: E402
 from registry_service.db.migrate import upgrade  # noqa: E402
 from registry_service.services.audit import (  # noqa: E402
@@ -73,10 +73,10 @@ def load(db: Database, n: int) -> tuple[datetime, datetime]:
                 "subject": f"promotion:{seq // 6}",
             }
             digest = event_hash(prev, fields)
-            # JSON columns as text; a None stays SQL NULL.
+            # JSON columns as the service stores them (canonical text); None is NULL.
             row = [
                 *(
-                    json.dumps(fields[c])
+                    CANONICAL_JSON.encode(fields[c])
                     if c in JSON_COLUMNS and fields[c] is not None
                     else fields[c]
                     for c in HASHED_COLUMNS

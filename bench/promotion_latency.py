@@ -1,10 +1,11 @@
 """Approve-to-executed latency: the approval that completes the quorum, over HTTP.
 
 Starts PostgreSQL (our tables and MLflow's backend), a real `mlflow server` and
-registry-service under gunicorn (2 workers x 8 threads). Each trial opens a request
-for Production (default policy: 2 approvals), approves once, then times the second
-approval, whose response returns after the move is executed in MLflow and recorded.
-The baseline, in the same run, is MLflow's own transition-stage REST call with
+registry-service under gunicorn (2 workers x 8 threads), twice on the same databases:
+remote (MLflow over HTTP) and direct-store (MLflow's store in-process). Each trial opens
+a request for Production (default policy: 2 approvals), approves once, then times the
+second approval, whose response returns after the move is executed in MLflow and
+recorded. The baseline, in the same run, is MLflow's own transition-stage REST call with
 archive_existing_versions (what an ungoverned promotion costs).
 
     python bench/promotion_latency.py [--trials 100]
@@ -67,6 +68,42 @@ def migrated_service_env(pg_url: str, mlflow_uri: str, workdir: Path) -> tuple[d
     return env, cli
 
 
+def promote(http, api: str, model: str, trials: int, requester: dict, approvers: list):
+    """Open, approve, approve again: the three timings of each trial after 5 warm-ups."""
+    first, final, opened = [], [], []
+    for i in range(trials + 5):
+        started = time.perf_counter()
+        created = http.post(
+            f"{api}/promotions",
+            headers=requester,
+            json={
+                "model_name": model,
+                "version": 1 + i % 2,
+                "target_stage": "Production",
+                "reason": f"trial {i}",
+            },
+        )
+        created.raise_for_status()
+        open_ms = (time.perf_counter() - started) * 1000
+        request_id = created.json()["id"]
+        started = time.perf_counter()
+        http.post(
+            f"{api}/promotions/{request_id}/approve", headers=approvers[0], json={}
+        ).raise_for_status()
+        first_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        done = http.post(f"{api}/promotions/{request_id}/approve", headers=approvers[1], json={})
+        final_ms = (time.perf_counter() - started) * 1000
+        done.raise_for_status()
+        if done.json()["status"] != "executed":
+            raise SystemExit(f"trial {i} ended {done.json()['status']}: {done.json()}")
+        if i >= 5:
+            opened.append(open_ms)
+            first.append(first_ms)
+            final.append(final_ms)
+    return opened, first, final
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=100)
@@ -77,9 +114,10 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     pg = Postgres.start()
     server = None
-    service = None
+    services = []
     try:
-        server = MlflowServer.start(create_database(pg.url, "mlflow"))
+        mlflow_db = create_database(pg.url, "mlflow")
+        server = MlflowServer.start(mlflow_db)
         client = MlflowClient(server.uri)
         run = client.create_run(client.create_experiment("bench"))
         client.log_metric(run.info.run_id, "auc", 0.9)
@@ -93,11 +131,19 @@ def main() -> None:
         requester = token(cli, env, "ci-bot", "requester")
         approvers = [token(cli, env, f"approver-{i}", "approver") for i in (1, 2)]
 
-        port = free_port()
-        service = start_service(env, port)
-        api = f"http://127.0.0.1:{port}/api/v1"
+        ports = {"remote (HTTP)": free_port(), "direct-store": free_port()}
+        direct_env = {
+            **env,
+            "MLFLOW_TRACKING_URI": mlflow_db,
+            "REGISTRY_MLFLOW_SERVER_URL": server.uri,
+            "REGISTRY_DATA_DIR": str(workdir / "direct"),
+        }
+        services.append(start_service(env, ports["remote (HTTP)"]))
+        services.append(start_service(direct_env, ports["direct-store"]))
         http = requests.Session()
-        for model in ("bench-governed", "bench-plain"):
+        models = {label: f"bench-governed-{i}" for i, label in enumerate(ports)}
+        for model in (*models.values(), "bench-plain"):
+            api = f"http://127.0.0.1:{ports['remote (HTTP)']}/api/v1"
             http.post(f"{api}/models", headers=requester, json={"name": model}).raise_for_status()
             for _ in range(2):
                 http.post(
@@ -122,50 +168,34 @@ def main() -> None:
             if i >= 5:
                 baseline.append((time.perf_counter() - started) * 1000)
 
-        first, final, opened = [], [], []
-        for i in range(args.trials + 5):
-            started = time.perf_counter()
-            created = http.post(
-                f"{api}/promotions",
-                headers=requester,
-                json={
-                    "model_name": "bench-governed",
-                    "version": 1 + i % 2,
-                    "target_stage": "Production",
-                    "reason": f"trial {i}",
-                },
+        timings = {
+            label: promote(
+                http,
+                f"http://127.0.0.1:{port}/api/v1",
+                models[label],
+                args.trials,
+                requester,
+                approvers,
             )
-            created.raise_for_status()
-            open_ms = (time.perf_counter() - started) * 1000
-            request_id = created.json()["id"]
-            started = time.perf_counter()
-            http.post(
-                f"{api}/promotions/{request_id}/approve", headers=approvers[0], json={}
-            ).raise_for_status()
-            first_ms = (time.perf_counter() - started) * 1000
-            started = time.perf_counter()
-            done = http.post(
-                f"{api}/promotions/{request_id}/approve", headers=approvers[1], json={}
-            )
-            final_ms = (time.perf_counter() - started) * 1000
-            done.raise_for_status()
-            if done.json()["status"] != "executed":
-                raise SystemExit(f"trial {i} ended {done.json()['status']}: {done.json()}")
-            if i >= 5:
-                opened.append(open_ms)
-                first.append(first_ms)
-                final.append(final_ms)
+            for label, port in ports.items()
+        }
 
         print(f"{args.trials} trials after 5 warm-up; PostgreSQL for both; 2 cores shared")
         base = summary("MLflow transition-stage REST (archive existing), baseline", baseline)
-        summary("ours POST /promotions (policy, evidence snapshot)", opened)
-        summary("ours approve, quorum not yet reached", first)
-        ours = summary("ours approve that completes quorum -> executed", final)
+        ratios = []
+        for label, (opened, first, final) in timings.items():
+            print(f"-- {label}")
+            summary("ours POST /promotions (policy, evidence snapshot)", opened)
+            summary("ours approve, quorum not yet reached", first)
+            ours = summary("ours approve that completes quorum -> executed", final)
+            ratios.append((label, ours["p50"] / base["p50"], ours["p95"] / base["p95"]))
         print()
-        print(f"ratio p50 approve-to-executed / MLflow transition: {ours['p50'] / base['p50']:.2f}")
-        print(f"ratio p95 approve-to-executed / MLflow transition: {ours['p95'] / base['p95']:.2f}")
+        for label, p50, p95 in ratios:
+            print(
+                f"{label:<14} approve-to-executed / MLflow transition: p50 {p50:.2f}  p95 {p95:.2f}"
+            )
     finally:
-        if service is not None:
+        for service in services:
             stop(service)
         if server is not None:
             server.stop()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -43,6 +44,29 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+# Sorted keys, no spaces, characters as they are: one text per value. Audit events
+# are hashed over this form.
+CANONICAL_JSON = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+class CanonicalJSON(TypeDecorator):
+    """JSON stored in its canonical text, so that a reader can hash the stored text
+    as it is instead of parsing and re-encoding it. None is SQL NULL."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect):
+        encode = CANONICAL_JSON.encode
+
+        def process(value):
+            return None if value is None else encode(value)
+
+        return process
 
 
 class Base(DeclarativeBase):

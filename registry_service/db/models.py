@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from registry_service.db.base import Base, BigInt, UTCDateTime, utcnow
+from registry_service.db.base import Base, BigInt, CanonicalJSON, UTCDateTime, utcnow
 
 
 class PrincipalRow(Base):
@@ -78,8 +78,8 @@ class AuditEventRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     # What the event is about beyond the model, e.g. "promotion:12"; hashed when set.
     subject: Mapped[str | None] = mapped_column(String(64))
-    before: Mapped[Any | None] = mapped_column(JSON)
-    after: Mapped[Any | None] = mapped_column(JSON)
+    before: Mapped[Any | None] = mapped_column(CanonicalJSON)
+    after: Mapped[Any | None] = mapped_column(CanonicalJSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 

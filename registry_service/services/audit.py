@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
-from registry_service.db.base import utcnow
+from registry_service.db.base import CANONICAL_JSON, utcnow
 from registry_service.db.database import Database
 from registry_service.db.models import AuditChainHeadRow, AuditEventRow, ModelChangeRow
 from registry_service.domain.entities import AuditEvent, Page
@@ -63,10 +63,6 @@ def _iso(ts: datetime) -> str:
     return ts.isoformat(timespec="microseconds")
 
 
-# One encoder for every hash: json.dumps would build a new one per call.
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
 # The columns an event's hash covers, in the order _fields takes them.
 HASHED_COLUMNS = (
     "seq",
@@ -80,11 +76,83 @@ HASHED_COLUMNS = (
     "after",
     "subject",
 )
+_string = json.encoder.encode_basestring  # what CANONICAL_JSON uses for str
+
+
+def _str(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _int(value: int | None) -> str:
+    return "null" if value is None else int.__repr__(value)
+
+
+def canonical_event(
+    prev_hash: str,
+    seq: int,
+    occurred_at: str,
+    actor: str,
+    action: str,
+    model_name: str | None,
+    model_version: int | None,
+    request_id: str | None,
+    before: str,
+    after: str,
+    subject: str | None,
+) -> str:
+    """The text an event's hash is taken of: CANONICAL_JSON of its fields plus
+    ``prev_hash``, written out key by key. ``before`` and ``after`` come already in
+    canonical JSON, as they are stored, so verification hashes stored text as it is."""
+    return "".join(
+        (
+            '{"action":',
+            _string(action),
+            ',"actor":',
+            _string(actor),
+            ',"after":',
+            after,
+            ',"before":',
+            before,
+            ',"model_name":',
+            _str(model_name),
+            ',"model_version":',
+            _int(model_version),
+            ',"occurred_at":',
+            _string(occurred_at),
+            ',"prev_hash":',
+            _string(prev_hash),
+            ',"request_id":',
+            _str(request_id),
+            ',"seq":',
+            int.__repr__(seq),
+            # Added after the first events were written: only hashed when present, so
+            # older events keep verifying.
+            "" if subject is None else ',"subject":' + _string(subject),
+            "}",
+        )
+    )
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    canonical = _CANONICAL.encode({**fields, "prev_hash": prev_hash})
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return _sha256(
+        canonical_event(
+            prev_hash,
+            fields["seq"],
+            fields["occurred_at"],
+            fields["actor"],
+            fields["action"],
+            fields["model_name"],
+            fields["model_version"],
+            fields["request_id"],
+            CANONICAL_JSON.encode(fields["before"]),
+            CANONICAL_JSON.encode(fields["after"]),
+            fields.get("subject"),
+        )
+    )
 
 
 def _fields(
@@ -101,8 +169,6 @@ def _fields(
         "before": before,
         "after": after,
     }
-    # Added after the first events were written: only hashed when present, so
-    # older events keep verifying.
     if subject is not None:
         fields["subject"] = subject
     return fields
@@ -152,6 +218,41 @@ class _Walk:
     next_seq: int
 
 
+def _stored_columns(dialect: str) -> list[Any]:
+    """The hashed columns as the text the hash is taken of, where the database can
+    give it: JSON as stored, and on PostgreSQL the time already in ISO form."""
+    table = AuditEventRow.__table__.c
+    columns = []
+    for name in HASHED_COLUMNS:
+        column = table[name]
+        if name in ("before", "after"):
+            column = cast(column, Text)
+        elif name == "occurred_at" and dialect == "postgresql":
+            column = func.to_char(
+                func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+            )
+        columns.append(column)
+    return columns
+
+
+def _recanonical(stored: str | None) -> str:
+    return "null" if stored is None else CANONICAL_JSON.encode(json.loads(stored))
+
+
+def _matches(digest, prev_hash, seq, occurred, rest, before, after, subject) -> bool:
+    """Whether an event's stored content still hashes to its digest."""
+    text = canonical_event(
+        prev_hash, seq, occurred, *rest, before or "null", after or "null", subject
+    )
+    if _sha256(text) == digest:
+        return True
+    # JSON written before it was stored in canonical form: parse and encode it.
+    text = canonical_event(
+        prev_hash, seq, occurred, *rest, _recanonical(before), _recanonical(after), subject
+    )
+    return _sha256(text) == digest
+
+
 def _walk_chain(
     session: Session, after_seq: int, last_seq: int, expected_prev: str | None, batch_size: int
 ) -> _Walk:
@@ -160,31 +261,34 @@ def _walk_chain(
     ``expected_prev`` None takes the first event's link on trust: the caller checks it
     against the range before (ranges verified in parallel)."""
     table = AuditEventRow.__table__.c
-    # Plain tuples, streamed: this walks every event ever written, and per-row
-    # attribute access cost more than the hashing.
+    # Plain tuples of stored text, streamed: this walks every event ever written, and
+    # parsing and re-encoding JSON cost more than the hashing.
     rows = session.execute(
-        select(table.prev_hash, table.hash, *(table[c] for c in HASHED_COLUMNS))
+        select(table.prev_hash, table.hash, *_stored_columns(session.get_bind().dialect.name))
         .where(table.seq > after_seq, table.seq <= last_seq)
         .order_by(table.seq)
         .execution_options(yield_per=batch_size)
     )
     expected_seq, checked, first_prev, last_hash = after_seq + 1, 0, None, None
-    for prev_hash, digest, *content in rows:
-        seq = content[0]
-        checked += 1
-        if first_prev is None:
-            first_prev = prev_hash
-            expected_prev = prev_hash if expected_prev is None else expected_prev
-        broken = None
-        if seq != expected_seq:
-            broken = (expected_seq, f"event {expected_seq} is missing")
-        elif prev_hash != expected_prev:
-            broken = (seq, "prev_hash does not match the previous event's hash")
-        elif event_hash(prev_hash, _fields(*content)) != digest:
-            broken = (seq, "the event's content no longer matches its hash")
-        if broken:
-            return _Walk(broken, checked, first_prev, None, seq)
-        expected_prev, last_hash, expected_seq = digest, digest, seq + 1
+    for batch in rows.partitions():
+        for prev_hash, digest, seq, occurred, *rest, before, after, subject in batch:
+            checked += 1
+            if first_prev is None:
+                first_prev = prev_hash
+                expected_prev = prev_hash if expected_prev is None else expected_prev
+            broken = None
+            if seq != expected_seq:
+                broken = (expected_seq, f"event {expected_seq} is missing")
+            elif prev_hash != expected_prev:
+                broken = (seq, "prev_hash does not match the previous event's hash")
+            else:
+                if not isinstance(occurred, str):
+                    occurred = _iso(occurred)
+                if not _matches(digest, prev_hash, seq, occurred, rest, before, after, subject):
+                    broken = (seq, "the event's content no longer matches its hash")
+            if broken:
+                return _Walk(broken, checked, first_prev, None, seq)
+            expected_prev, last_hash, expected_seq = digest, digest, seq + 1
     return _Walk(None, checked, first_prev, last_hash, expected_seq)
 
 

@@ -64,3 +64,29 @@ def test_verify_finds_the_first_altered_or_missing_event(audit_db):
     missing = log.verify()
     assert (missing.ok, missing.first_broken_seq) == (False, 4)
     assert "missing" in missing.problem
+
+
+def test_events_stored_in_an_earlier_json_form_still_verify(audit_db):
+    """Rows written before JSON was stored canonically keep json.dumps' spacing and
+    escapes; they verify through a re-encoding, and an altered value is still found."""
+    db, log = audit_db
+    log.record(CTX, "model.updated", model_name="m", after={"b": "é", "a": [1, 2.5]})
+    with db.engine.begin() as conn:
+        assert conn.execute(
+            text("SELECT after::text FROM audit_events WHERE seq = 6")
+        ).scalar() == ('{"a":[1,2.5],"b":"é"}')
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(
+            text("""UPDATE audit_events SET after = '{"b": "\\u00e9", "a": [1, 2.5]}'
+                    WHERE seq = 6""")
+        )
+    result = log.verify()
+    assert (result.ok, result.events_checked) == (True, 6)
+    with db.engine.begin() as conn:
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(
+            text("""UPDATE audit_events SET after = '{"b": "\\u00e9", "a": [1, 2.6]}'
+                    WHERE seq = 6""")
+        )
+    result = log.verify(workers=2)
+    assert (result.ok, result.first_broken_seq) == (False, 6)

@@ -1,7 +1,11 @@
 """The audit chain on SQLite: linked hashes, no fork under concurrent writers."""
 
+import hashlib
+import json
 import threading
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from registry_service.db.models import AuditEventRow
@@ -120,3 +124,77 @@ def test_parallel_verification_finds_breaks_inside_and_between_ranges(db, audit,
     result = audit.verify(workers=3)
     assert (result.ok, result.first_broken_seq) == (False, 3)
     assert "missing" in result.problem
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(min_value=1, max_value=2**62),
+    actor=st.text(),
+    action=st.text(),
+    model_name=st.none() | st.text(),
+    model_version=st.none() | st.integers(min_value=1, max_value=2**31),
+    request_id=st.none() | st.text(),
+    before=_json_values,
+    after=_json_values,
+    subject=st.none() | st.text(),
+)
+def test_the_hashed_text_is_the_canonical_json_of_the_event(
+    seq, actor, action, model_name, model_version, request_id, before, after, subject
+):
+    fields = {
+        "seq": seq,
+        "occurred_at": "2026-11-23T08:00:00.000001+00:00",
+        "actor": actor,
+        "action": action,
+        "model_name": model_name,
+        "model_version": model_version,
+        "request_id": request_id,
+        "before": before,
+        "after": after,
+    }
+    if subject is not None:
+        fields["subject"] = subject
+    # The definition: sorted keys, no spaces, characters as they are.
+    spec = json.dumps(
+        {**fields, "prev_hash": "f" * 64},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    assert event_hash("f" * 64, fields) == hashlib.sha256(spec.encode()).hexdigest()
+
+
+def test_events_stored_in_an_earlier_json_form_still_verify(db, audit, ctx):
+    """Rows written before JSON was stored canonically hold json.dumps' spacing and
+    key order; they verify, and an altered value in them is still found."""
+    audit.record(ctx, "model.updated", model_name="m", after={"b": "é", "a": [1, 2.5]})
+    audit.record(ctx, "model.updated", model_name="m", before={"z": 1, "y": None})
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("""UPDATE audit_events SET after = '{"b": "\\u00e9", "a": [1, 2.5]}'
+                             WHERE seq = 1""")
+        )
+        conn.execute(
+            text("""UPDATE audit_events SET before = '{"z": 1, "y": null}'
+                             WHERE seq = 2""")
+        )
+    assert audit.verify().ok
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("""UPDATE audit_events SET before = '{"z": 2, "y": null}'
+                             WHERE seq = 2""")
+        )
+    result = audit.verify()
+    assert (result.ok, result.first_broken_seq) == (False, 2)
