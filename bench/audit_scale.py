@@ -5,20 +5,24 @@ models and 20 actors, then measures:
 - filtered query p95: the newest page of 50 for a model, an actor, an action in a
   time window, and one request's trail (what the API runs);
 - full chain verification time (GET /audit/verify);
-- append throughput with 8 concurrent writers, then verifies the chain again.
+- append throughput with 8 concurrent writers, as threads of one process and split
+  over 2 processes as the service's 2 workers are, then verifies the chain again.
 
-    python bench/audit_scale.py [--events 1000000] [--writers 8] [--seconds 10]
+    python bench/audit_scale.py [--events 1000000] [--writers 8] [--processes 2] [--seconds 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,10 +113,36 @@ def timed_queries(log: AuditLog, make_filter, n: int = 200) -> list[float]:
     return samples
 
 
+def append_for(url: str, threads: int, start_at: float, seconds: float) -> int:
+    """One process's writers: each appends as fast as it can for ``seconds``."""
+    db = Database(url, pool_size=threads + 1)
+    log = AuditLog(db)
+    counts = [0] * threads
+
+    def writer(i: int, stop_at: float) -> None:
+        ctx = Context(actor=f"writer-{os.getpid()}-{i}")
+        while time.monotonic() < stop_at:
+            log.record(ctx, "model.updated", model_name=f"model-{i}", after={"n": counts[i]})
+            counts[i] += 1
+
+    time.sleep(max(0.0, start_at - time.time()))
+    stop_at = time.monotonic() + seconds
+    pool = [threading.Thread(target=writer, args=(i, stop_at)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    db.dispose()
+    return sum(counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument(
+        "--processes", type=int, default=2, help="writers split as the service's workers are"
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
 
@@ -172,27 +202,25 @@ def main() -> None:
         )
 
         checkpoint = (result.head_seq, result.head_hash)
-        stop_at = time.monotonic() + args.seconds
-        counts = [0] * args.writers
-
-        def writer(i: int) -> None:
-            ctx = Context(actor=f"writer-{i}")
-            while time.monotonic() < stop_at:
-                log.record(ctx, "model.updated", model_name=f"model-{i}", after={"n": counts[i]})
-                counts[i] += 1
-
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(args.writers)]
-        began = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - began
-        total = sum(counts)
-        print(
-            f"append: {args.writers} writers, {total:,} events in {elapsed:.1f} s = "
-            f"{total / elapsed:,.0f} events/s"
-        )
+        for processes in (1, args.processes):
+            threads = args.writers // processes
+            started = time.time() + 2  # every process connected before the clock starts
+            with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+                counts = list(
+                    pool.map(
+                        append_for,
+                        [url] * processes,
+                        [threads] * processes,
+                        [started] * processes,
+                        [args.seconds] * processes,
+                    )
+                )
+            total = sum(counts)
+            print(
+                f"append: {processes * threads} writers ({processes} process(es) x {threads} "
+                f"threads), {total:,} events in {args.seconds:.0f} s = "
+                f"{total / args.seconds:,.0f} events/s"
+            )
         after = log.verify()
         print(
             f"verify after appends: ok={after.ok} events={after.events_checked:,} "

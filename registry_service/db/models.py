@@ -92,6 +92,9 @@ class AuditChainHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInt, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+    # The seq of the last webhook.* event: appends re-read the webhooks table only
+    # when it moved (every change to a webhook is such an event).
+    webhooks_seq: Mapped[int] = mapped_column(BigInt, default=0, server_default="0")
 
 
 class VersionLineageRow(Base):

@@ -7,11 +7,10 @@ import uuid
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
-from registry_service.db.models import WebhookDeliveryRow, WebhookRow
+from registry_service.db.models import WebhookDeliveryRow
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -25,10 +24,10 @@ def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
-def enqueue(session: Session, seq: int, action: str) -> int:
-    """Owe event ``seq`` to every webhook that wants ``action``; how many. A disabled
-    webhook is owed them too: they wait until it is enabled again (or deleted)."""
-    hooks = session.execute(select(WebhookRow.id, WebhookRow.events)).all()
+def enqueue(session: Session, hooks: Iterable[tuple[int, list[str]]], seq: int, action: str) -> int:
+    """Owe event ``seq`` to every webhook of ``hooks`` (id, event patterns) that wants
+    ``action``; how many. A disabled webhook is owed them too: they wait until it is
+    enabled again (or deleted)."""
     now = utcnow()
     owed = 0
     for webhook_id, patterns in hooks:

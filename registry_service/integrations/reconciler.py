@@ -28,7 +28,6 @@ from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.locks import NamedLocks
 from registry_service.db.models import (
-    AuditChainHeadRow,
     AuditEventRow,
     MlflowIntentRow,
     PromotionRequestRow,
@@ -150,9 +149,7 @@ class Reconciler:
             with self.db.transaction() as session:
                 # The chain head lock orders this against every append: no event of the
                 # model can slip in between the check and what is recorded here.
-                session.execute(
-                    select(AuditChainHeadRow).where(AuditChainHeadRow.id == 1).with_for_update()
-                ).scalar_one()
+                self.audit.lock_chain(session)
                 if self._marker_in(session, name) != before:
                     return Reconciliation(name, DEFERRED)
                 expected = holders_now(session, name)

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Text, bindparam, cast, func, insert, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from registry_service.db.base import CANONICAL_JSON, utcnow
 from registry_service.db.database import Database
-from registry_service.db.models import AuditChainHeadRow, AuditEventRow, ModelChangeRow
+from registry_service.db.models import (
+    AuditChainHeadRow,
+    AuditEventRow,
+    ModelChangeRow,
+    WebhookRow,
+)
 from registry_service.domain.entities import AuditEvent, Page
 from registry_service.domain.paging import decode_position, encode_token
 from registry_service.integrations.outbox import enqueue
@@ -40,6 +50,9 @@ SERVING_CHANGES = frozenset(
         "model.out_of_band_change",
     }
 )
+# Seconds a thread waits behind others of its process before it queues in the
+# database anyway.
+QUEUE_AT_MOST = 0.25
 # From this many events on, verification splits the chain across one process per core.
 PARALLEL_FROM = 200_000
 
@@ -87,9 +100,7 @@ def _int(value: int | None) -> str:
     return "null" if value is None else int.__repr__(value)
 
 
-def canonical_event(
-    prev_hash: str,
-    seq: int,
+def canonical_parts(
     occurred_at: str,
     actor: str,
     action: str,
@@ -99,11 +110,13 @@ def canonical_event(
     before: str,
     after: str,
     subject: str | None,
-) -> str:
-    """The text an event's hash is taken of: CANONICAL_JSON of its fields plus
-    ``prev_hash``, written out key by key. ``before`` and ``after`` come already in
-    canonical JSON, as they are stored, so verification hashes stored text as it is."""
-    return "".join(
+) -> tuple[str, str, str]:
+    """The text an event's hash is taken of, around the two values the chain gives it:
+    ``head + prev_hash + middle + str(seq) + tail`` is CANONICAL_JSON of its fields plus
+    ``prev_hash`` (hex digits, which need no escaping). ``before`` and ``after`` come
+    already in canonical JSON, as they are stored, so verification hashes stored text
+    as it is, and an append hands the parts to the database, which fills the gaps."""
+    head = "".join(
         (
             '{"action":',
             _string(action),
@@ -119,18 +132,19 @@ def canonical_event(
             _int(model_version),
             ',"occurred_at":',
             _string(occurred_at),
-            ',"prev_hash":',
-            _string(prev_hash),
-            ',"request_id":',
-            _str(request_id),
-            ',"seq":',
-            int.__repr__(seq),
-            # Added after the first events were written: only hashed when present, so
-            # older events keep verifying.
-            "" if subject is None else ',"subject":' + _string(subject),
-            "}",
+            ',"prev_hash":"',
         )
     )
+    middle = '","request_id":' + _str(request_id) + ',"seq":'
+    # Added after the first events were written: only hashed when present, so older
+    # events keep verifying.
+    tail = "}" if subject is None else ',"subject":' + _string(subject) + "}"
+    return head, middle, tail
+
+
+def canonical_event(prev_hash: str, seq: int, *fields: Any) -> str:
+    head, middle, tail = canonical_parts(*fields)
+    return head + prev_hash + middle + int.__repr__(seq) + tail
 
 
 def _sha256(text: str) -> str:
@@ -319,9 +333,85 @@ def _stitch(walks: list[_Walk], starts: list[int], expected_prev: str) -> _Walk:
     return _Walk(None, checked, None, expected_prev, walks[-1].next_seq)
 
 
+_HEAD = AuditChainHeadRow.__table__
+_EVENTS = AuditEventRow.__table__
+_CHANGES = ModelChangeRow.__table__
+_EVENT_COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
+# Appends queue on the head lock, so their statements are built once: building and
+# keying a statement per call cost more than the round trips it makes.
+_LOCK_HEAD = (
+    select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.webhooks_seq).where(_HEAD.c.id == 1).with_for_update()
+)
+
+
+@functools.cache
+def _sqlite_append(model_changed: bool) -> tuple[Any, ...]:
+    """Insert the event (parameters e_*), move the head to it, and for a serving
+    change bump the model's generation."""
+    insert_event = insert(_EVENTS).values({c: bindparam(f"e_{c}") for c in _EVENT_COLUMNS})
+    move_head = (
+        update(_HEAD)
+        .where(_HEAD.c.id == 1)
+        .values(
+            seq=bindparam("e_seq"),
+            hash=bindparam("e_hash"),
+            webhooks_seq=bindparam("h_webhooks_seq"),
+        )
+    )
+    if not model_changed:
+        return insert_event, move_head
+    upsert = sqlite.insert(_CHANGES).values(
+        model_name=bindparam("e_model_name"), generation=bindparam("e_seq")
+    )
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["model_name"], set_={"generation": upsert.excluded.generation}
+    )
+    return insert_event, move_head, upsert
+
+
+# The whole append in one statement: lock the head, take the event's hash of the
+# canonical text with the head's hash and next seq put in its gaps, insert the event,
+# move the head. The lock is then held for this statement and the commit only, with
+# no round trip to us in between.
+_POSTGRES_APPEND = text(
+    """
+WITH head AS (
+    SELECT seq, hash, webhooks_seq FROM audit_chain_head WHERE id = 1 FOR UPDATE
+), new_event AS (
+    SELECT seq + 1 AS seq, hash AS prev_hash, webhooks_seq,
+           encode(sha256(convert_to(
+               :text_head || hash || :text_middle || (seq + 1)::text || :text_tail, 'UTF8'
+           )), 'hex') AS hash
+    FROM head
+), appended AS (
+    INSERT INTO audit_events (seq, occurred_at, actor, action, model_name, model_version,
+                              request_id, subject, before, after, prev_hash, hash)
+    SELECT seq, :occurred_at, :actor, :action, :model_name, :model_version,
+           :request_id, :subject, CAST(:before AS json), CAST(:after AS json), prev_hash, hash
+    FROM new_event
+), moved AS (
+    UPDATE audit_chain_head
+    SET seq = new_event.seq, hash = new_event.hash,
+        webhooks_seq = CASE WHEN :webhook_change THEN new_event.seq
+                            ELSE new_event.webhooks_seq END
+    FROM new_event WHERE audit_chain_head.id = 1
+), changed AS (
+    INSERT INTO model_changes (model_name, generation)
+    SELECT :model_name, seq FROM new_event WHERE :serving_change
+    ON CONFLICT (model_name) DO UPDATE SET generation = excluded.generation
+)
+SELECT seq, prev_hash, hash, webhooks_seq FROM new_event
+"""
+)
+
+
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # (webhooks_seq, [(webhook id, event patterns)]): re-read when the head's
+        # webhooks_seq moves, which every webhook change does under the chain lock.
+        self._webhooks: tuple[int, list[tuple[int, list[str]]]] | None = None
+        self._gate = threading.Lock()
 
     def append(
         self,
@@ -338,47 +428,117 @@ class AuditLog:
         """Add one event inside ``session``'s transaction.
 
         The chain head row is locked first, so concurrent appends queue up and the
-        chain never forks; the lock is released when the caller commits.
+        chain never forks; the lock is released when the caller commits. Appends are
+        serialised on it, so everything that does not depend on the head is done
+        before it is taken.
         """
-        head = session.execute(
-            select(AuditChainHeadRow).where(AuditChainHeadRow.id == 1).with_for_update()
-        ).scalar_one()
-        row = AuditEventRow(
-            seq=head.seq + 1,
-            # Microsecond precision is what both SQLite and PostgreSQL keep.
-            occurred_at=utcnow(),
+        session.flush()  # the caller's own writes, before the lock is taken
+        occurred_at = utcnow()  # microseconds: what both SQLite and PostgreSQL keep
+        before, after = to_json_value(before), to_json_value(after)
+        before_text, after_text = CANONICAL_JSON.encode(before), CANONICAL_JSON.encode(after)
+        parts = canonical_parts(
+            _iso(occurred_at),
+            ctx.actor,
+            action,
+            model_name,
+            model_version,
+            ctx.request_id,
+            before_text,
+            after_text,
+            subject,
+        )
+        webhook_change = action.startswith("webhook.")
+        serving_change = model_name is not None and action in SERVING_CHANGES
+        if session.get_bind().dialect.name == "postgresql":
+            with self._queue():
+                seq, prev_hash, digest, webhooks_seq = session.execute(
+                    _POSTGRES_APPEND,
+                    {
+                        "text_head": parts[0],
+                        "text_middle": parts[1],
+                        "text_tail": parts[2],
+                        "occurred_at": occurred_at,
+                        "actor": ctx.actor,
+                        "action": action,
+                        "model_name": model_name,
+                        "model_version": model_version,
+                        "request_id": ctx.request_id,
+                        "subject": subject,
+                        "before": None if before is None else before_text,
+                        "after": None if after is None else after_text,
+                        "webhook_change": webhook_change,
+                        "serving_change": serving_change,
+                    },
+                ).one()
+        else:
+            head = self._lock_head(session)
+            seq, prev_hash, webhooks_seq = head.seq + 1, head.hash, head.webhooks_seq
+            digest = _sha256(parts[0] + prev_hash + parts[1] + int.__repr__(seq) + parts[2])
+            params = {
+                "e_seq": seq,
+                "e_occurred_at": occurred_at,
+                "e_actor": ctx.actor,
+                "e_action": action,
+                "e_model_name": model_name,
+                "e_model_version": model_version,
+                "e_request_id": ctx.request_id,
+                "e_subject": subject,
+                "e_before": before,
+                "e_after": after,
+                "e_prev_hash": prev_hash,
+                "e_hash": digest,
+                "h_webhooks_seq": seq if webhook_change else webhooks_seq,
+            }
+            for statement in _sqlite_append(serving_change):
+                session.execute(statement, params)
+        hooks = self._webhooks_for(session, webhooks_seq)
+        if hooks:
+            enqueue(session, hooks, seq, action)
+            session.flush()
+        return AuditEvent(
+            seq=seq,
+            occurred_at=occurred_at,
             actor=ctx.actor,
             action=action,
             model_name=model_name,
             model_version=model_version,
             request_id=ctx.request_id,
             subject=subject,
-            before=to_json_value(before),
-            after=to_json_value(after),
-            prev_hash=head.hash,
-            hash="",
+            before=before,
+            after=after,
+            prev_hash=prev_hash,
+            hash=digest,
         )
-        row.hash = event_hash(head.hash, hashed_fields(row))
-        head.seq, head.hash = row.seq, row.hash
-        session.add(row)
-        if model_name is not None and action in SERVING_CHANGES:
-            # The chain head lock above serialises appends, so read-then-write is safe.
-            change = session.get(ModelChangeRow, model_name)
-            if change is None:
-                session.add(ModelChangeRow(model_name=model_name, generation=row.seq))
-            else:
-                change.generation = row.seq
-        enqueue(session, row.seq, action)
-        session.flush()
-        return _entity(row)
 
-    @staticmethod
-    def lock_chain(session: Session) -> None:
+    def _lock_head(self, session: Session) -> Any:
+        with self._queue():
+            return session.execute(_LOCK_HEAD).one()
+
+    @contextmanager
+    def _queue(self) -> Iterator[None]:
+        """Queue here for the head lock, one thread of this process in the database
+        at a time: many backends waiting on one row lock slow every handover. The wait
+        here is bounded, so that it can never close a deadlock the database would not
+        see (a thread queued here may hold a row the lock holder waits for)."""
+        queued = self._gate.acquire(timeout=QUEUE_AT_MOST)
+        try:
+            yield
+        finally:
+            if queued:
+                self._gate.release()
+
+    def _webhooks_for(self, session: Session, webhooks_seq: int) -> list[tuple[int, list[str]]]:
+        cached = self._webhooks
+        if cached is not None and cached[0] == webhooks_seq:
+            return cached[1]
+        hooks = [tuple(r) for r in session.execute(select(WebhookRow.id, WebhookRow.events))]
+        self._webhooks = (webhooks_seq, hooks)
+        return hooks
+
+    def lock_chain(self, session: Session) -> None:
         """Take the chain head lock now. A transaction that locks other rows before it
         appends takes this first, so every writer locks in one order (no deadlock)."""
-        session.execute(
-            select(AuditChainHeadRow).where(AuditChainHeadRow.id == 1).with_for_update()
-        ).scalar_one()
+        self._lock_head(session)
 
     def record(self, ctx: Context, action: str, **fields: Any) -> AuditEvent:
         with self.db.transaction() as session:

@@ -12,6 +12,7 @@ from registry_service.db.models import AuditEventRow
 from registry_service.services.audit import (
     GENESIS_HASH,
     AuditFilter,
+    AuditLog,
     event_hash,
     hashed_fields,
 )
@@ -198,3 +199,27 @@ def test_events_stored_in_an_earlier_json_form_still_verify(db, audit, ctx):
         )
     result = audit.verify()
     assert (result.ok, result.first_broken_seq) == (False, 2)
+
+
+def test_webhooks_changed_by_another_process_are_seen_by_the_next_append(db, ctx):
+    """Each process remembers the webhooks between appends; a change made elsewhere
+    moves the chain head's webhooks_seq, and the next append here reads them again."""
+    from registry_service.db.models import WebhookDeliveryRow
+    from registry_service.integrations.webhooks import WebhookService
+
+    here, elsewhere = AuditLog(db), AuditLog(db)
+    here.record(ctx, "model.updated", model_name="m")  # remembers: no webhooks
+    service = WebhookService(db, elsewhere, public_url="http://registry.example")
+    hook, _ = service.create(ctx, "https://hooks.example/a", ["model.*"])
+    here.record(ctx, "model.updated", model_name="m")
+    with db.read() as session:
+        owed = session.execute(select(WebhookDeliveryRow.event_seq)).scalars().all()
+    assert owed == [3]
+
+    service.delete(ctx, hook.id)
+    # A stale memory would owe the event to a webhook that no longer exists.
+    event = here.record(ctx, "model.updated", model_name="m")
+    assert event.seq == 5
+    with db.read() as session:
+        assert session.execute(select(WebhookDeliveryRow)).first() is None
+    assert here.verify().ok
