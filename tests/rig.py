@@ -72,12 +72,21 @@ class Postgres:
         pg._run(
             "initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
         )
+        pg._pg_ctl("start")
+        return pg
+
+    def _pg_ctl(self, *action: str) -> None:
         opts = (
-            f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        pg._run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start")
-        return pg
+        data, log = str(self.root / "data"), str(self.root / "log")
+        self._run("pg_ctl", "-D", data, "-o", opts, "-l", log, "-w", *action)
+
+    def restart(self) -> None:
+        """Stop (every connection dropped, what was committed kept) and start again
+        on the same port."""
+        self._pg_ctl("-m", "fast", "restart")
 
     def stop(self) -> None:
         try:
