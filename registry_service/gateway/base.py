@@ -81,10 +81,16 @@ class RegistryGateway(ABC):
 
     @abstractmethod
     def transition_stage(
-        self, name: str, version: int, stage: Stage, archive_existing: bool
+        self,
+        name: str,
+        version: int,
+        stage: Stage,
+        archive_existing: bool,
+        in_stage: list[int] | None = None,
     ) -> TransitionResult:
         """Move a version to ``stage``; with ``archive_existing``, archive the other
-        versions in that stage (Staging/Production only)."""
+        versions in that stage (Staging/Production only). ``in_stage``: the versions
+        in ``stage``, when the caller has just read them."""
 
     @abstractmethod
     def set_alias(self, name: str, alias: str, version: int) -> int | None:
@@ -99,6 +105,10 @@ class RegistryGateway(ABC):
 
     @abstractmethod
     def versions_in_stage(self, name: str, stage: Stage) -> list[int]: ...
+
+    @abstractmethod
+    def all_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, as a version search gives them (no aliases)."""
 
     @abstractmethod
     def download_model_version(self, name: str, version: int, dst_dir: str) -> str:

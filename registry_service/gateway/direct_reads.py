@@ -32,6 +32,17 @@ _TAGS_AND_ALIASES = text(
 )
 
 
+_VERSIONS = text(
+    "SELECT name, version, creation_time, last_updated_time, description, user_id, "
+    "current_stage, source, run_id, status FROM model_versions "
+    "WHERE workspace = :ws AND name = :name AND current_stage != :deleted "
+    "ORDER BY version DESC"
+)
+_ALL_TAGS = text(
+    "SELECT version, key, value FROM model_version_tags WHERE workspace = :ws AND name = :name"
+)
+
+
 class DirectReads:
     def __init__(self, db_uri: str, to_datetime) -> None:
         # No pre-ping (a round trip per checkout): a connection found dead is retried
@@ -40,12 +51,30 @@ class DirectReads:
         self.to_datetime = to_datetime
 
     def model_version(self, name: str, version: int) -> ModelVersion | None:
+        return self._retried(self._read, name, version)
+
+    def model_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, newest first, as MLflow's version search gives
+        them: with their tags, without aliases."""
+        return self._retried(self._read_all, name)
+
+    @staticmethod
+    def _retried(read, *args):
         try:
-            return self._read(name, version)
+            return read(*args)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            return self._read(name, version)
+            return read(*args)
+
+    def _read_all(self, name: str) -> list[ModelVersion]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(_VERSIONS, {"ws": WORKSPACE, "name": name, "deleted": DELETED})
+            rows = rows.all()
+            tags: dict[int, dict[str, str]] = {}
+            for version, key, value in conn.execute(_ALL_TAGS, {"ws": WORKSPACE, "name": name}):
+                tags.setdefault(int(version), {})[key] = value
+        return [self._version(row, tags.get(int(row.version), {}), []) for row in rows]
 
     def _read(self, name: str, version: int) -> ModelVersion | None:
         args = {"ws": WORKSPACE, "name": name, "version": version}
@@ -54,6 +83,13 @@ class DirectReads:
             if row is None:
                 return None
             extras = conn.execute(_TAGS_AND_ALIASES, args).all()
+        return self._version(
+            row,
+            {key: value for kind, key, value in extras if kind == "t"},
+            sorted(key for kind, key, _ in extras if kind == "a"),
+        )
+
+    def _version(self, row, tags: dict[str, str], aliases: list[str]) -> ModelVersion:
         source = row.source or ""
         return ModelVersion(
             name=row.name,
@@ -63,8 +99,8 @@ class DirectReads:
             source=source,
             run_id=row.run_id or None,
             description=row.description or "",
-            tags={key: value for kind, key, value in extras if kind == "t"},
-            aliases=sorted(key for kind, key, _ in extras if kind == "a"),
+            tags=tags,
+            aliases=aliases,
             created_at=self.to_datetime(row.creation_time),
             updated_at=self.to_datetime(row.last_updated_time),
             user_id=row.user_id or None,

@@ -213,6 +213,13 @@ class MlflowGateway(RegistryGateway):
             else None
         )
 
+    def _registry(self):
+        """MLflow's registry client, for moves. MlflowClient reads the whole model
+        before each move to refuse prompts, one more MLflow call per move; a prompt is
+        "not found" to every read here, so no request can be made for one."""
+        with self._translate(errors.ModelNotFound, "registered model"):
+            return self.client._get_registry_client()
+
     def _init_embedded_store(self, artifact_root: str) -> None:
         # MlflowClient would create the store with "./mlruns" as the artifact root;
         # creating it once here puts the Default experiment under our data directory.
@@ -423,20 +430,37 @@ class MlflowGateway(RegistryGateway):
         with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
             self.client.delete_model_version(name, str(version))
 
-    def versions_in_stage(self, name: str, stage: Stage) -> list[int]:
-        held, token = [], None
+    def all_versions(self, name: str) -> list[ModelVersion]:
+        if self.direct_reads is not None:
+            try:
+                found = self.direct_reads.model_versions(name)
+            except DBAPIError as exc:
+                raise errors.UpstreamUnavailable("MLflow's database could not be read") from exc
+            if not found:
+                self.get_registered_model(name)  # a model without versions, or none at all
+            return [
+                v if v.model_id is not None else replace(v, model_id=_model_id_of(v.source))
+                for v in found
+            ]
+        versions, token = [], None
         while True:
             page = self.search_model_versions(name, 1000, token)
-            held.extend(v.version for v in page.items if v.stage == stage.value)
+            versions.extend(page.items)
             if not page.next_page_token:
-                return held
+                return versions
             token = page.next_page_token
 
-    def transition_stage(self, name, version, stage, archive_existing):
+    def versions_in_stage(self, name: str, stage: Stage) -> list[int]:
+        return [v.version for v in self.all_versions(name) if v.stage == stage.value]
+
+    def transition_stage(self, name, version, stage, archive_existing, in_stage=None):
         archive = archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION)
-        before = self.versions_in_stage(name, stage) if archive else []
+        if not archive:
+            before = []
+        else:
+            before = self.versions_in_stage(name, stage) if in_stage is None else in_stage
         with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
-            mv = self.client.transition_model_version_stage(
+            mv = self._registry().transition_model_version_stage(
                 name, str(version), stage.value, archive_existing_versions=archive
             )
         return TransitionResult(self._version(mv), sorted(v for v in before if v != version))
@@ -450,7 +474,7 @@ class MlflowGateway(RegistryGateway):
     def set_alias(self, name, alias, version):
         previous = self._alias_holder(name, alias)
         with self._translate(errors.VersionNotFound, f"version {version} of model {name!r}"):
-            self.client.set_registered_model_alias(name, alias, str(version))
+            self._registry().set_registered_model_alias(name, alias, str(version))
         return previous
 
     def delete_alias(self, name, alias):

@@ -502,9 +502,8 @@ class PromotionService:
             ]
 
         p = self._change(ctx, request_id, step)
-        if reached:
-            self._execute_or_defer(ctx, p)
-        return self.get(request_id)
+        settled = self._execute_or_defer(ctx, p) if reached else None
+        return self._with_trail(settled) if settled else self.get(request_id)
 
     def reject(
         self, ctx: Context, principal: Principal, request_id: int, comment: str
@@ -545,17 +544,19 @@ class PromotionService:
                 )
             ]
 
-        self._execute_or_defer(ctx, self._change(ctx, request_id, step))
-        return self.get(request_id)
+        settled = self._execute_or_defer(ctx, self._change(ctx, request_id, step))
+        return self._with_trail(settled) if settled else self.get(request_id)
 
     # -- execution
-    def _execute_or_defer(self, ctx: Context, p: Promotion) -> None:
-        """Execute now; if another execution holds the target too long, the request
-        stays approved (and says so) and the sweep executes it."""
+    def _execute_or_defer(self, ctx: Context, p: Promotion) -> Promotion | None:
+        """Execute now, and return the request as settled; if another execution holds
+        the target too long, the request stays approved (and says so) and the sweep
+        executes it."""
         try:
-            self._execute(ctx, p)
+            return self._execute(ctx, p)
         except LockBusy:
             log.warning("request %s approved; execution deferred to the sweep", p.id)
+            return None
 
     def sweep(self, ctx: Context) -> dict[str, int]:
         """Expire overdue requests and execute approved ones whose execution stalled."""
@@ -577,21 +578,19 @@ class PromotionService:
             self._execute_or_defer(ctx, p)
         return {"expired": expired, "executed_stalled": len(stalled)}
 
-    def _execute(self, ctx: Context, p: Promotion) -> None:
+    def _execute(self, ctx: Context, p: Promotion) -> Promotion | None:
         request_id = p.id
         with self.locks.hold(f"promotion:{p.model_name}\x00{p.target.type.value}:{p.target.name}"):
             claimed = self._claim(ctx, request_id)
             if claimed is None:
-                return  # another worker settled it while we waited for the lock
+                return None  # another worker settled it while we waited for the lock
             try:
                 outcome = self._apply(claimed)
             except StaleRequest as exc:
-                self._settle_failed(ctx, request_id, exc.detail)
-                return
+                return self._settle_failed(ctx, request_id, exc.detail)
             except RegistryError as exc:
-                self._settle_failed(ctx, request_id, f"{exc.title}: {exc.detail}")
-                return
-            self._settle_executed(ctx, claimed, outcome)
+                return self._settle_failed(ctx, request_id, f"{exc.title}: {exc.detail}")
+            return self._settle_executed(ctx, claimed, outcome)
 
     def _claim(self, ctx: Context, request_id: int) -> Promotion | None:
         with self.db.transaction() as session:
@@ -607,13 +606,24 @@ class PromotionService:
     def _apply(self, p: Promotion) -> dict[str, Any]:
         """Re-validate against MLflow, then move the version there."""
         name, version, target = p.model_name, p.version, p.target
-        try:
-            mv = self.gateway.get_model_version(name, version)
-        except VersionNotFound as exc:
-            raise StaleRequest(f"version {version} of {name!r} no longer exists") from exc
+        in_stage: list[int] = []
+        if target.type is TargetType.STAGE:
+            # One read gives the version, the stage's holder and what the move archives.
+            versions = {v.version: v for v in self.gateway.all_versions(name)}
+            mv = versions.get(version)
+            in_stage = sorted(v for v, found in versions.items() if found.stage == target.name)
+            # MLflow's latest version in a stage is the highest-numbered one there.
+            holder = in_stage[-1] if in_stage and target.name in HELD_STAGES else None
+        else:
+            try:
+                mv = self.gateway.get_model_version(name, version)
+            except VersionNotFound:
+                mv = None
+            holder = _holder(self.gateway.get_registered_model(name), target) if mv else None
+        if mv is None:
+            raise StaleRequest(f"version {version} of {name!r} no longer exists")
         if mv.status != "READY":
             raise StaleRequest(f"version {version} of {name!r} is {mv.status}, not READY")
-        holder = _holder(self.gateway.get_registered_model(name), target)
         if _already_there(mv, target):
             if p.attempts > 1:
                 # An earlier attempt applied it but could not record it: record it now.
@@ -629,7 +639,7 @@ class PromotionService:
             )
         if target.type is TargetType.STAGE:
             result = self.gateway.transition_stage(
-                name, version, Stage.parse(target.name), p.archive_existing
+                name, version, Stage.parse(target.name), p.archive_existing, in_stage
             )
             return {
                 "from_stage": mv.stage,
@@ -655,7 +665,7 @@ class PromotionService:
         for archived in outcome["archived_versions"]:
             self.gateway.transition_stage(p.model_name, archived, Stage.parse(p.target.name), False)
 
-    def _settle_executed(self, ctx: Context, p: Promotion, outcome: dict[str, Any]) -> None:
+    def _settle_executed(self, ctx: Context, p: Promotion, outcome: dict[str, Any]) -> Promotion:
         try:
             with self.db.transaction() as session:
                 row = session.get(PromotionRequestRow, p.id, with_for_update=True)
@@ -665,6 +675,7 @@ class PromotionService:
                 self._event(session, ctx, p, "promotion.executed", {"outcome": outcome})
                 self._model_change_event(session, ctx, p, outcome)
                 self._supersede_stale(session, ctx, p, outcome)
+                return p
         except RegistryError as exc:
             try:
                 self._undo(p, outcome)
@@ -761,13 +772,14 @@ class PromotionService:
                 {"superseded_by": done.id, "reason": why},
             )
 
-    def _settle_failed(self, ctx: Context, request_id: int, error: str) -> None:
+    def _settle_failed(self, ctx: Context, request_id: int, error: str) -> Promotion:
         with self.db.transaction() as session:
             row = session.get(PromotionRequestRow, request_id, with_for_update=True)
             p = _to_domain(row)
             p.failed(error, self.clock())
             _write_back(session, row, p)
             self._event(session, ctx, p, "promotion.failed", {"error": error})
+            return p
 
     # -- reads
     def get(self, request_id: int, with_comparison: bool = False) -> Promotion:
@@ -776,9 +788,13 @@ class PromotionService:
             if row is None:
                 raise PromotionNotFound(f"no promotion request with id {request_id}")
             p = _to_domain(row)
-        p.audit_trail = self.audit.trail(p.subject)
+        self._with_trail(p)
         if with_comparison:
             p.comparison = self.comparison(p)
+        return p
+
+    def _with_trail(self, p: Promotion) -> Promotion:
+        p.audit_trail = self.audit.trail(p.subject)
         return p
 
     def comparison(self, p: Promotion) -> ChampionComparison:

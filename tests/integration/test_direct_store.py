@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from registry_service.app import create_app
-from registry_service.errors import VersionNotFound
+from registry_service.domain.entities import Stage
+from registry_service.errors import ModelNotFound, VersionNotFound
 from registry_service.services.context import Context
 from tests.conftest import get_services_of
 from tests.rig import create_database
@@ -135,6 +136,21 @@ def test_the_direct_version_read_matches_mlflow_s_own_store(direct_app, model_na
             gateway.get_model_version(model_name, missing)
     with pytest.raises(VersionNotFound):
         gateway.get_model_version("no-such-model", 1)
+
+    # Every version of the model, as MLflow's own version search gives them.
+    searched = [
+        gateway._version(mv)
+        for mv in gateway.client.search_model_versions(
+            f"name = '{model_name}'", order_by=["version_number DESC"]
+        )
+    ]
+    assert gateway.all_versions(model_name) == searched
+    assert [v.version for v in searched] == [4, 3, 2]
+    assert gateway.versions_in_stage(model_name, Stage.PRODUCTION) == [2]
+    mlflow_client.create_registered_model(f"{model_name}-empty")
+    assert gateway.all_versions(f"{model_name}-empty") == []
+    with pytest.raises(ModelNotFound):
+        gateway.all_versions("no-such-model")
 
 
 @pytest.fixture
