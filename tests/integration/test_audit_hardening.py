@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from registry_service.db.database import Database
@@ -90,3 +93,93 @@ def test_events_stored_in_an_earlier_json_form_still_verify(audit_db):
         )
     result = log.verify(workers=2)
     assert (result.ok, result.first_broken_seq) == (False, 6)
+
+
+def test_concurrent_appends_chain_in_one_order_with_their_side_rows(audit_db):
+    """Eight writers at once, with serving changes and a webhook: one chain, every
+    event owed to the webhook once, each model's generation at its last serving change."""
+    from registry_service.db.models import ModelChangeRow, WebhookDeliveryRow
+    from registry_service.integrations.webhooks import WebhookService
+
+    db, log = audit_db
+    WebhookService(db, log, public_url="http://registry.example").create(
+        CTX, "https://hooks.example/a", ["alias.*"]
+    )
+
+    def write(n: int) -> None:
+        ctx = Context(actor=f"writer-{n}", request_id=f"r-{n}")
+        for i in range(25):
+            action = "alias.set" if i % 5 == 0 else "model.updated"
+            log.record(ctx, action, model_name=f"m{n}", after={"i": i})
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = log.verify()
+    assert (result.ok, result.head_seq) == (True, 5 + 1 + 200)
+    with db.read() as session:
+        owed = session.execute(select(WebhookDeliveryRow.event_seq)).scalars().all()
+        alias_events = session.execute(
+            text("SELECT seq, model_name FROM audit_events WHERE action = 'alias.set'")
+        ).all()
+        generations = dict(
+            session.execute(select(ModelChangeRow.model_name, ModelChangeRow.generation)).all()
+        )
+    assert sorted(owed) == sorted(seq for seq, _ in alias_events)
+    assert len(owed) == 40
+    last = {}
+    for seq, model in alias_events:
+        last[model] = max(seq, last.get(model, 0))
+    assert generations == last
+
+
+def test_a_thread_queued_behind_its_process_goes_to_the_database_after_a_bound(
+    audit_db, monkeypatch
+):
+    """The in-process queue never holds an append for long: a thread kept waiting
+    behind its process (which may be waiting on a row it holds) queues in PostgreSQL,
+    where a real deadlock is seen and broken."""
+    import registry_service.services.audit as audit_module
+
+    _db, log = audit_db
+    monkeypatch.setattr(audit_module, "QUEUE_AT_MOST", 0.2)
+    log._gate.acquire()  # another thread of this process, stuck in the queue's place
+    try:
+        started = time.monotonic()
+        event = log.record(CTX, "model.updated", model_name="m")
+        waited = time.monotonic() - started
+    finally:
+        log._gate.release()
+    assert event.seq == 6
+    assert 0.2 <= waited < 2.0
+
+
+def test_the_database_hashes_the_text_verification_rebuilds(audit_db, monkeypatch):
+    """An append has PostgreSQL take the hash of the text we built, and verification
+    rebuilds that text from the stored row: strings with quotes, backslashes, control
+    characters and non-ASCII, and JSON as stored, must come back to the very same text,
+    with no event needing the re-encoding kept for JSON stored before it was canonical."""
+    import registry_service.services.audit as audit_module
+
+    _db, log = audit_db
+    tricky = ['q"uote', "back\\slash", "tab\there\nnew\rline", "\x01\x1f\x7f"]
+    tricky += ["é 漢字 🚀", "\u2028"]
+    for i, value in enumerate(tricky):
+        log.record(
+            Context(actor=value, request_id=value),
+            "model.updated",
+            model_name=value,
+            model_version=i + 1,
+            subject=value,
+            before={value: value, "n": -1.5e-7},
+            after=[value, None, True, 10**20],
+        )
+
+    def refuse(stored):
+        raise AssertionError(f"an event needed the re-encoding: {stored}")
+
+    monkeypatch.setattr(audit_module, "_recanonical", refuse)
+    result = log.verify()
+    assert (result.ok, result.events_checked) == (True, 5 + len(tricky))
