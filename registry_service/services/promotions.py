@@ -502,7 +502,9 @@ class PromotionService:
             ]
 
         p = self._change(ctx, request_id, step)
-        settled = self._execute_or_defer(ctx, p) if reached else None
+        if not reached:
+            return self._with_trail(p)
+        settled = self._execute_or_defer(ctx, p)
         return self._with_trail(settled) if settled else self.get(request_id)
 
     def reject(
@@ -512,8 +514,7 @@ class PromotionService:
             p.reject(principal, comment, now)
             return [("promotion.rejected", {"reviewer": principal.name, "comment": comment})]
 
-        self._change(ctx, request_id, step)
-        return self.get(request_id)
+        return self._with_trail(self._change(ctx, request_id, step))
 
     def cancel(
         self, ctx: Context, principal: Principal, request_id: int, comment: str | None
@@ -522,16 +523,14 @@ class PromotionService:
             p.cancel(principal, comment, now)
             return [("promotion.cancelled", {"by": principal.name, "comment": comment})]
 
-        self._change(ctx, request_id, step)
-        return self.get(request_id)
+        return self._with_trail(self._change(ctx, request_id, step))
 
     def comment(self, ctx: Context, principal: Principal, request_id: int, body: str) -> Promotion:
         def step(p: Promotion, now: datetime) -> list[Event]:
             p.comment(principal, body, now)
             return [("promotion.commented", {"author": principal.name, "comment": body})]
 
-        self._change(ctx, request_id, step)
-        return self.get(request_id)
+        return self._with_trail(self._change(ctx, request_id, step))
 
     def retry(self, ctx: Context, principal: Principal, request_id: int) -> Promotion:
         def step(p: Promotion, now: datetime) -> list[Event]:
