@@ -53,6 +53,8 @@ SERVING_CHANGES = frozenset(
 # Seconds a thread waits behind others of its process before it queues in the
 # database anyway.
 QUEUE_AT_MOST = 0.25
+# session.info key: the transaction that holds the chain head lock.
+_HOLDS_CHAIN = "registry_audit_chain_locked_by"
 # From this many events on, verification splits the chain across one process per core.
 PARALLEL_FROM = 200_000
 
@@ -450,7 +452,7 @@ class AuditLog:
         webhook_change = action.startswith("webhook.")
         serving_change = model_name is not None and action in SERVING_CHANGES
         if session.get_bind().dialect.name == "postgresql":
-            with self._queue():
+            with self._queue(session):
                 seq, prev_hash, digest, webhooks_seq = session.execute(
                     _POSTGRES_APPEND,
                     {
@@ -511,18 +513,25 @@ class AuditLog:
         )
 
     def _lock_head(self, session: Session) -> Any:
-        with self._queue():
+        with self._queue(session):
             return session.execute(_LOCK_HEAD).one()
 
     @contextmanager
-    def _queue(self) -> Iterator[None]:
+    def _queue(self, session: Session) -> Iterator[None]:
         """Queue here for the head lock, one thread of this process in the database
         at a time: many backends waiting on one row lock slow every handover. The wait
         here is bounded, so that it can never close a deadlock the database would not
-        see (a thread queued here may hold a row the lock holder waits for)."""
+        see (a thread queued here may hold a row the lock holder waits for). A
+        transaction that holds the lock already (an earlier append, lock_chain) does
+        not queue: the thread in the database would be waiting for it."""
+        transaction = session.get_transaction()
+        if transaction is not None and session.info.get(_HOLDS_CHAIN) is transaction:
+            yield
+            return
         queued = self._gate.acquire(timeout=QUEUE_AT_MOST)
         try:
             yield
+            session.info[_HOLDS_CHAIN] = transaction
         finally:
             if queued:
                 self._gate.release()

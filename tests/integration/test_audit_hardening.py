@@ -183,3 +183,37 @@ def test_the_database_hashes_the_text_verification_rebuilds(audit_db, monkeypatc
     monkeypatch.setattr(audit_module, "_recanonical", refuse)
     result = log.verify()
     assert (result.ok, result.events_checked) == (True, 5 + len(tricky))
+
+
+def test_a_transaction_holding_the_chain_does_not_queue_behind_its_own_waiter(
+    audit_db, monkeypatch
+):
+    """A transaction appends twice (as a promotion's settlement does) while another
+    thread of its process waits for the chain in the database: the second append must
+    not queue behind that thread, which is waiting for this very transaction."""
+    import registry_service.services.audit as audit_module
+
+    db, log = audit_db
+    monkeypatch.setattr(audit_module, "QUEUE_AT_MOST", 60.0)  # a stall would show
+    first_done, results = threading.Event(), {}
+
+    def settle() -> None:
+        with db.transaction() as session:
+            log.append(session, CTX, "promotion.executed", model_name="m")
+            first_done.set()
+            time.sleep(0.5)  # the other thread is now queued in the database
+            log.append(session, CTX, "version.stage_changed", model_name="m")
+        results["settle"] = True
+
+    def other() -> None:
+        first_done.wait(timeout=10)
+        results["other"] = log.record(CTX, "model.updated", model_name="n").seq
+
+    threads = [threading.Thread(target=settle), threading.Thread(target=other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert not any(t.is_alive() for t in threads), "an append queued behind its own waiter"
+    assert results == {"settle": True, "other": 8}
+    assert log.verify().ok
