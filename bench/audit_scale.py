@@ -98,7 +98,7 @@ def load(db: Database, n: int) -> tuple[datetime, datetime]:
         raw.commit()
         # Vacuumed, as a table filled over months would be: otherwise autovacuum runs
         # over the million fresh rows during the measurements.
-        raw.autocommit = True
+        raw.dbapi_connection.autocommit = True
         cursor.execute("VACUUM (ANALYZE) audit_events")
     finally:
         raw.close()

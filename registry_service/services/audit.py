@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Text, bindparam, cast, func, insert, select, text, update
@@ -103,7 +103,6 @@ def _int(value: int | None) -> str:
 
 
 def canonical_parts(
-    occurred_at: str,
     actor: str,
     action: str,
     model_name: str | None,
@@ -112,13 +111,14 @@ def canonical_parts(
     before: str,
     after: str,
     subject: str | None,
-) -> tuple[str, str, str]:
-    """The text an event's hash is taken of, around the two values the chain gives it:
-    ``head + prev_hash + middle + str(seq) + tail`` is CANONICAL_JSON of its fields plus
-    ``prev_hash`` (hex digits, which need no escaping). ``before`` and ``after`` come
-    already in canonical JSON, as they are stored, so verification hashes stored text
-    as it is, and an append hands the parts to the database, which fills the gaps."""
-    head = "".join(
+) -> tuple[str, str, str, str]:
+    """The text an event's hash is taken of, around the three values it gets when it
+    is appended: ``p0 + occurred_at + p1 + prev_hash + p2 + str(seq) + p3`` is
+    CANONICAL_JSON of its fields plus ``prev_hash``. The gaps take their values as they
+    are (an ISO time and hex digits need no escaping). ``before`` and ``after`` come
+    already in canonical JSON, as they are stored, so verification hashes stored text as
+    it is, and an append hands the parts to the database, which fills the gaps."""
+    p0 = "".join(
         (
             '{"action":',
             _string(action),
@@ -132,21 +132,19 @@ def canonical_parts(
             _str(model_name),
             ',"model_version":',
             _int(model_version),
-            ',"occurred_at":',
-            _string(occurred_at),
-            ',"prev_hash":"',
+            ',"occurred_at":"',
         )
     )
-    middle = '","request_id":' + _str(request_id) + ',"seq":'
+    p2 = '","request_id":' + _str(request_id) + ',"seq":'
     # Added after the first events were written: only hashed when present, so older
     # events keep verifying.
-    tail = "}" if subject is None else ',"subject":' + _string(subject) + "}"
-    return head, middle, tail
+    p3 = "}" if subject is None else ',"subject":' + _string(subject) + "}"
+    return p0, '","prev_hash":"', p2, p3
 
 
-def canonical_event(prev_hash: str, seq: int, *fields: Any) -> str:
-    head, middle, tail = canonical_parts(*fields)
-    return head + prev_hash + middle + int.__repr__(seq) + tail
+def canonical_event(prev_hash: str, seq: int, occurred_at: str, *fields: Any) -> str:
+    p0, p1, p2, p3 = canonical_parts(*fields)
+    return p0 + occurred_at + p1 + prev_hash + p2 + int.__repr__(seq) + p3
 
 
 def _sha256(text: str) -> str:
@@ -380,15 +378,17 @@ _POSTGRES_APPEND = text(
 WITH head AS (
     SELECT seq, hash, webhooks_seq FROM audit_chain_head WHERE id = 1 FOR UPDATE
 ), new_event AS (
-    SELECT seq + 1 AS seq, hash AS prev_hash, webhooks_seq,
+    -- The time is taken once the lock is held, so times follow the chain's order.
+    SELECT head.seq + 1 AS seq, head.hash AS prev_hash, head.webhooks_seq, now.occurred_at,
            encode(sha256(convert_to(
-               :text_head || hash || :text_middle || (seq + 1)::text || :text_tail, 'UTF8'
+               :p0 || to_char(timezone('UTC', now.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
+               || '+00:00' || :p1 || head.hash || :p2 || (head.seq + 1)::text || :p3, 'UTF8'
            )), 'hex') AS hash
-    FROM head
+    FROM head, LATERAL (SELECT clock_timestamp() AS occurred_at) AS now
 ), appended AS (
     INSERT INTO audit_events (seq, occurred_at, actor, action, model_name, model_version,
                               request_id, subject, before, after, prev_hash, hash)
-    SELECT seq, :occurred_at, :actor, :action, :model_name, :model_version,
+    SELECT seq, occurred_at, :actor, :action, :model_name, :model_version,
            :request_id, :subject, CAST(:before AS json), CAST(:after AS json), prev_hash, hash
     FROM new_event
 ), moved AS (
@@ -402,9 +402,16 @@ WITH head AS (
     SELECT :model_name, seq FROM new_event WHERE :serving_change
     ON CONFLICT (model_name) DO UPDATE SET generation = excluded.generation
 )
-SELECT seq, prev_hash, hash, webhooks_seq FROM new_event
+SELECT seq, prev_hash, hash, webhooks_seq, occurred_at FROM new_event
 """
 )
+
+
+def _webhooks(session: Session) -> list[tuple[int, list[str]]]:
+    return [(hook_id, events) for hook_id, events in session.execute(_WEBHOOKS)]
+
+
+_WEBHOOKS = select(WebhookRow.id, WebhookRow.events)
 
 
 class AuditLog:
@@ -435,11 +442,9 @@ class AuditLog:
         before it is taken.
         """
         session.flush()  # the caller's own writes, before the lock is taken
-        occurred_at = utcnow()  # microseconds: what both SQLite and PostgreSQL keep
         before, after = to_json_value(before), to_json_value(after)
         before_text, after_text = CANONICAL_JSON.encode(before), CANONICAL_JSON.encode(after)
         parts = canonical_parts(
-            _iso(occurred_at),
             ctx.actor,
             action,
             model_name,
@@ -453,13 +458,13 @@ class AuditLog:
         serving_change = model_name is not None and action in SERVING_CHANGES
         if session.get_bind().dialect.name == "postgresql":
             with self._queue(session):
-                seq, prev_hash, digest, webhooks_seq = session.execute(
+                seq, prev_hash, digest, webhooks_seq, occurred_at = session.execute(
                     _POSTGRES_APPEND,
                     {
-                        "text_head": parts[0],
-                        "text_middle": parts[1],
-                        "text_tail": parts[2],
-                        "occurred_at": occurred_at,
+                        "p0": parts[0],
+                        "p1": parts[1],
+                        "p2": parts[2],
+                        "p3": parts[3],
                         "actor": ctx.actor,
                         "action": action,
                         "model_name": model_name,
@@ -472,10 +477,13 @@ class AuditLog:
                         "serving_change": serving_change,
                     },
                 ).one()
+            occurred_at = occurred_at.astimezone(UTC)
         else:
             head = self._lock_head(session)
             seq, prev_hash, webhooks_seq = head.seq + 1, head.hash, head.webhooks_seq
-            digest = _sha256(parts[0] + prev_hash + parts[1] + int.__repr__(seq) + parts[2])
+            occurred_at = utcnow()  # microseconds: what both SQLite and PostgreSQL keep
+            p0, p1, p2, p3 = parts
+            digest = _sha256(p0 + _iso(occurred_at) + p1 + prev_hash + p2 + int.__repr__(seq) + p3)
             params = {
                 "e_seq": seq,
                 "e_occurred_at": occurred_at,
@@ -493,7 +501,9 @@ class AuditLog:
             }
             for statement in _sqlite_append(serving_change):
                 session.execute(statement, params)
-        hooks = self._webhooks_for(session, webhooks_seq)
+        # A webhook change is announced to the webhooks as this transaction leaves
+        # them, which no other process has seen yet: read, never remembered.
+        hooks = _webhooks(session) if webhook_change else self._webhooks_for(session, webhooks_seq)
         if hooks:
             enqueue(session, hooks, seq, action)
             session.flush()
@@ -537,10 +547,12 @@ class AuditLog:
                 self._gate.release()
 
     def _webhooks_for(self, session: Session, webhooks_seq: int) -> list[tuple[int, list[str]]]:
+        """The webhooks as of the last webhook change (seq ``webhooks_seq``): every
+        change is committed, since this transaction changed none."""
         cached = self._webhooks
         if cached is not None and cached[0] == webhooks_seq:
             return cached[1]
-        hooks = [tuple(r) for r in session.execute(select(WebhookRow.id, WebhookRow.events))]
+        hooks = _webhooks(session)
         self._webhooks = (webhooks_seq, hooks)
         return hooks
 

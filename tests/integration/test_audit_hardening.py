@@ -129,6 +129,10 @@ def test_concurrent_appends_chain_in_one_order_with_their_side_rows(audit_db):
         )
     assert sorted(owed) == sorted(seq for seq, _ in alias_events)
     assert len(owed) == 40
+    # Times are taken under the chain lock: they follow the chain's order.
+    with db.read() as session:
+        times = session.execute(text("SELECT occurred_at FROM audit_events ORDER BY seq")).all()
+    assert [t for (t,) in times] == sorted(t for (t,) in times)
     last = {}
     for seq, model in alias_events:
         last[model] = max(seq, last.get(model, 0))

@@ -3,7 +3,9 @@
 import hashlib
 import json
 import threading
+from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
@@ -223,3 +225,42 @@ def test_webhooks_changed_by_another_process_are_seen_by_the_next_append(db, ctx
     with db.read() as session:
         assert session.execute(select(WebhookDeliveryRow)).first() is None
     assert here.verify().ok
+
+
+def test_a_webhook_change_is_matched_against_the_webhooks_it_leaves(db, ctx):
+    """A webhook that wants every event, deleted after appends warmed this process's
+    memory of the webhooks: its deletion is not owed to it (it no longer exists), and
+    a rolled-back creation leaves nothing owed to a webhook that never existed."""
+    from registry_service.db.models import WebhookDeliveryRow, WebhookRow
+    from registry_service.integrations.webhooks import WebhookService
+
+    log = AuditLog(db)
+    service = WebhookService(db, log, public_url="http://registry.example")
+    hook, _ = service.create(ctx, "https://hooks.example/a", ["*"])
+    log.record(ctx, "model.updated", model_name="m")  # remembered: the webhook
+    service.delete(ctx, hook.id)
+    with db.read() as session:
+        assert session.execute(select(WebhookDeliveryRow)).first() is None
+
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned), db.transaction() as session:
+        row = WebhookRow(
+            url="https://hooks.example/b",
+            events=["*"],
+            format="standard",
+            secret="whsec_" + "a" * 32,
+            enabled=True,
+            created_by="tester",
+            created_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
+        )
+        session.add(row)
+        session.flush()
+        log.append(session, ctx, "webhook.created", subject=f"webhook:{row.id}")
+        raise Abandoned
+    event = log.record(ctx, "model.updated", model_name="m")
+    with db.read() as session:
+        assert session.execute(select(WebhookDeliveryRow)).first() is None
+    assert log.verify().ok and event.seq == log.head()[0]
