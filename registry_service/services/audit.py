@@ -456,71 +456,61 @@ class AuditLog:
         )
         webhook_change = action.startswith("webhook.")
         serving_change = model_name is not None and action in SERVING_CHANGES
+        fields = {
+            "actor": ctx.actor,
+            "action": action,
+            "model_name": model_name,
+            "model_version": model_version,
+            "request_id": ctx.request_id,
+            "subject": subject,
+        }
         if session.get_bind().dialect.name == "postgresql":
             with self._queue(session):
                 seq, prev_hash, digest, webhooks_seq, occurred_at = session.execute(
                     _POSTGRES_APPEND,
                     {
-                        "p0": parts[0],
-                        "p1": parts[1],
-                        "p2": parts[2],
-                        "p3": parts[3],
-                        "actor": ctx.actor,
-                        "action": action,
-                        "model_name": model_name,
-                        "model_version": model_version,
-                        "request_id": ctx.request_id,
-                        "subject": subject,
+                        **fields,
+                        **dict(zip(("p0", "p1", "p2", "p3"), parts, strict=True)),
                         "before": None if before is None else before_text,
                         "after": None if after is None else after_text,
                         "webhook_change": webhook_change,
                         "serving_change": serving_change,
                     },
                 ).one()
-            occurred_at = occurred_at.astimezone(UTC)
+            event = AuditEvent(
+                **fields,
+                seq=seq,
+                occurred_at=occurred_at.astimezone(UTC),
+                before=before,
+                after=after,
+                prev_hash=prev_hash,
+                hash=digest,
+            )
         else:
             head = self._lock_head(session)
             seq, prev_hash, webhooks_seq = head.seq + 1, head.hash, head.webhooks_seq
             occurred_at = utcnow()  # microseconds: what both SQLite and PostgreSQL keep
             p0, p1, p2, p3 = parts
-            digest = _sha256(p0 + _iso(occurred_at) + p1 + prev_hash + p2 + int.__repr__(seq) + p3)
-            params = {
-                "e_seq": seq,
-                "e_occurred_at": occurred_at,
-                "e_actor": ctx.actor,
-                "e_action": action,
-                "e_model_name": model_name,
-                "e_model_version": model_version,
-                "e_request_id": ctx.request_id,
-                "e_subject": subject,
-                "e_before": before,
-                "e_after": after,
-                "e_prev_hash": prev_hash,
-                "e_hash": digest,
-                "h_webhooks_seq": seq if webhook_change else webhooks_seq,
-            }
+            event = AuditEvent(
+                **fields,
+                seq=seq,
+                occurred_at=occurred_at,
+                before=before,
+                after=after,
+                prev_hash=prev_hash,
+                hash=_sha256(p0 + _iso(occurred_at) + p1 + prev_hash + p2 + str(seq) + p3),
+            )
+            params = {f"e_{c}": getattr(event, c) for c in _EVENT_COLUMNS}
+            params["h_webhooks_seq"] = seq if webhook_change else webhooks_seq
             for statement in _sqlite_append(serving_change):
                 session.execute(statement, params)
         # A webhook change is announced to the webhooks as this transaction leaves
         # them, which no other process has seen yet: read, never remembered.
         hooks = _webhooks(session) if webhook_change else self._webhooks_for(session, webhooks_seq)
         if hooks:
-            enqueue(session, hooks, seq, action)
+            enqueue(session, hooks, event.seq, action)
             session.flush()
-        return AuditEvent(
-            seq=seq,
-            occurred_at=occurred_at,
-            actor=ctx.actor,
-            action=action,
-            model_name=model_name,
-            model_version=model_version,
-            request_id=ctx.request_id,
-            subject=subject,
-            before=before,
-            after=after,
-            prev_hash=prev_hash,
-            hash=digest,
-        )
+        return event
 
     def _lock_head(self, session: Session) -> Any:
         with self._queue(session):
