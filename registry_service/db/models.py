@@ -184,13 +184,6 @@ class PromotionRequestRow(Base):
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     superseded_by: Mapped[int | None] = mapped_column(Integer)
 
-    approvals: Mapped[list[PromotionApprovalRow]] = relationship(
-        order_by="PromotionApprovalRow.id", lazy="selectin"
-    )
-    comments: Mapped[list[PromotionCommentRow]] = relationship(
-        order_by="PromotionCommentRow.id", lazy="selectin"
-    )
-
 
 class PromotionApprovalRow(Base):
     __tablename__ = "promotion_approvals"

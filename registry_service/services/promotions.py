@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.locks import LockBusy, NamedLocks
-from registry_service.db.models import (
-    OPEN_STATUSES,
-    PromotionApprovalRow,
-    PromotionCommentRow,
-    PromotionRequestRow,
-)
+from registry_service.db.models import OPEN_STATUSES, PromotionRequestRow
 from registry_service.domain.comparison import (
     ChampionComparison,
     ReviewSide,
@@ -46,7 +41,7 @@ from registry_service.domain.entities import (
 from registry_service.domain.names import INT32_MAX, check_model_name
 from registry_service.domain.paging import decode_position, encode_token
 from registry_service.domain.policy import PolicyRule, Target, TargetType
-from registry_service.domain.promotion import Approval, Comment, Promotion, Status
+from registry_service.domain.promotion import Promotion, Status
 from registry_service.errors import (
     ConsistencyError,
     IllegalTransition,
@@ -62,6 +57,12 @@ from registry_service.services.context import Context
 from registry_service.services.history import HistoryService
 from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService, eligible_approvers
+from registry_service.services.promotion_records import (
+    APPROVALS,
+    REQUESTS,
+    PromotionRecords,
+    requests,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,54 +93,9 @@ class PromotionFilter:
 Event = tuple[str, dict[str, Any]]
 
 
-def _to_domain(row: PromotionRequestRow) -> Promotion:
-    return Promotion(
-        id=row.id,
-        model_name=row.model_name,
-        version=row.version,
-        target=Target(TargetType(row.target_type), row.target),
-        requester=row.requester,
-        reason=row.reason,
-        archive_existing=row.archive_existing,
-        rule=PolicyRule.from_dict(row.rule),
-        status=Status(row.status),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        replaces_version=row.replaces_version,
-        evidence=dict(row.evidence or {}),
-        kind=row.kind,
-        review_required=row.review_required,
-        approvals=[Approval(a.approver, a.comment, a.created_at) for a in row.approvals],
-        comments=[Comment(c.author, c.kind, c.body, c.created_at) for c in row.comments],
-        updated_at=row.updated_at,
-        decided_at=row.decided_at,
-        executed_at=row.executed_at,
-        execution_started_at=row.execution_started_at,
-        attempts=row.attempts,
-        last_error=row.last_error,
-        outcome=row.outcome,
-        superseded_by=row.superseded_by,
-    )
-
-
-def _write_back(session: Session, row: PromotionRequestRow, p: Promotion) -> None:
-    row.status = p.status.value
-    row.updated_at = p.updated_at or row.updated_at
-    row.decided_at = p.decided_at
-    row.executed_at = p.executed_at
-    row.execution_started_at = p.execution_started_at
-    row.attempts = p.attempts
-    row.last_error = p.last_error
-    row.outcome = to_json_value(p.outcome)
-    row.superseded_by = p.superseded_by
-    for a in p.approvals[len(row.approvals) :]:
-        row.approvals.append(
-            PromotionApprovalRow(approver=a.approver, comment=a.comment, created_at=a.created_at)
-        )
-    for c in p.comments[len(row.comments) :]:
-        row.comments.append(
-            PromotionCommentRow(author=c.author, kind=c.kind, body=c.body, created_at=c.created_at)
-        )
+def _lock_name(model_name: str, target: Target) -> str:
+    """The lock every execution on (model, target) holds, in every process."""
+    return f"promotion:{model_name}\x00{target.type.value}:{target.name}"
 
 
 def _in_slot(model_name: str, version: int, target: Target) -> tuple:
@@ -298,7 +254,8 @@ class PromotionService:
                         f"({', '.join(eligible) or 'none'})",
                         eligible_approvers=eligible,
                     )
-                self._expire_slot(session, ctx, model_name, version, target, now)
+                records = PromotionRecords(session)
+                self._expire_slot(records, ctx, model_name, version, target, now)
                 p = Promotion.open(
                     model_name=model_name,
                     version=version,
@@ -312,32 +269,7 @@ class PromotionService:
                     evidence={**_evidence(detail), **to_json_value(evidence or {})},
                     kind=kind,
                 )
-                row = PromotionRequestRow(
-                    model_name=model_name,
-                    version=version,
-                    target_type=target.type.value,
-                    target=target.name,
-                    archive_existing=archive_existing,
-                    reason=reason,
-                    requester=principal.name,
-                    kind=kind,
-                    review_required=p.review_required,
-                    status=p.status.value,
-                    rule=rule.as_dict(),
-                    replaces_version=p.replaces_version,
-                    evidence=p.evidence,
-                    created_at=now,
-                    updated_at=now,
-                    expires_at=p.expires_at,
-                    decided_at=p.decided_at,
-                    attempts=0,
-                )
-                session.add(row)
-                try:
-                    session.flush()
-                except IntegrityError as exc:
-                    raise OpenRequestExists("duplicate") from exc
-                p.id = row.id
+                records.add(p)
                 self._event(
                     session,
                     ctx,
@@ -407,7 +339,7 @@ class PromotionService:
 
     def _expire_slot(
         self,
-        session: Session,
+        records: PromotionRecords,
         ctx: Context,
         model_name: str,
         version: int,
@@ -415,23 +347,20 @@ class PromotionService:
         now: datetime,
     ) -> None:
         """A pending request past its expiry no longer holds the slot a new one needs."""
-        rows = session.execute(
-            select(PromotionRequestRow)
+        for p in records.select(
+            requests()
             .where(*_in_slot(model_name, version, target), *_overdue(now))
             .with_for_update()
-        ).scalars()
-        for row in rows:
-            self._expire_row(session, ctx, row, now)
-        session.flush()
+        ):
+            self._expire(records, ctx, p, now)
 
-    def _expire_row(
-        self, session: Session, ctx: Context, row: PromotionRequestRow, now: datetime
+    def _expire(
+        self, records: PromotionRecords, ctx: Context, p: Promotion, now: datetime
     ) -> Promotion:
-        p = _to_domain(row)
         p.expire(now)
-        _write_back(session, row, p)
+        records.save(p)
         self._event(
-            session,
+            records.session,
             Context(SYSTEM_ACTOR, ctx.request_id),
             p,
             "promotion.expired",
@@ -446,23 +375,18 @@ class PromotionService:
         expired_at = slot = None
         try:
             with self.db.transaction() as session:
-                row = session.get(PromotionRequestRow, request_id, with_for_update=True)
-                if row is None:
+                records = PromotionRecords(session)
+                p = records.get(request_id, lock=True)
+                if p is None:
                     raise PromotionNotFound(f"no promotion request with id {request_id}")
-                slot = (row.model_name, row.version, _to_domain(row).target)
+                slot = (p.model_name, p.version, p.target)
                 now = self.clock()
-                if _to_domain(row).is_due(now):
+                if p.is_due(now):
                     # Committed even though the caller's step is refused.
-                    expired_at = self._expire_row(session, ctx, row, now).expires_at
-                    p = None
+                    expired_at = self._expire(records, ctx, p, now).expires_at
                 else:
-                    p = _to_domain(row)
                     events = step(p, now)
-                    _write_back(session, row, p)
-                    try:
-                        session.flush()
-                    except IntegrityError as exc:
-                        raise OpenRequestExists("duplicate") from exc
+                    records.save(p)
                     for action, after in events:
                         self._event(session, ctx, p, action, after)
         except OpenRequestExists:
@@ -480,15 +404,38 @@ class PromotionService:
             )
         return p
 
+    def _completing_lock(self, request_id: int) -> str | None:
+        """The target's lock, when one more approval would complete this request's quorum."""
+        with self.db.read() as session:
+            row = session.execute(
+                select(
+                    REQUESTS.c.model_name,
+                    REQUESTS.c.target_type,
+                    REQUESTS.c.target,
+                    REQUESTS.c.status,
+                    REQUESTS.c.rule,
+                    select(func.count())
+                    .where(APPROVALS.c.request_id == REQUESTS.c.id)
+                    .scalar_subquery(),
+                ).where(REQUESTS.c.id == request_id)
+            ).first()
+        if row is None or row.status != Status.PENDING.value:
+            return None
+        if row[5] + 1 < PolicyRule.from_dict(row.rule).required_approvals:
+            return None
+        return _lock_name(row.model_name, Target(TargetType(row.target_type), row.target))
+
     def approve(
         self, ctx: Context, principal: Principal, request_id: int, comment: str | None
     ) -> Promotion:
-        reached = False
+        """An approval that completes the quorum takes the target's lock first, then
+        records itself and the execution's start in one transaction, and executes."""
+        reached = claim = busy = False
 
         def step(p: Promotion, now: datetime) -> list[Event]:
             nonlocal reached
             reached = p.approve(principal, comment, now)
-            return [
+            events = [
                 (
                     "promotion.approved",
                     {
@@ -500,12 +447,32 @@ class PromotionService:
                     },
                 )
             ]
+            if reached and claim:
+                p.start_execution(now)
+                events.append(("promotion.execution_started", {"attempt": p.attempts}))
+            return events
 
-        p = self._change(ctx, request_id, step)
-        if not reached:
-            return self._with_trail(p)
-        settled = self._execute_or_defer(ctx, p)
-        return self._with_trail(settled) if settled else self.get(request_id)
+        lock = self._completing_lock(request_id)
+        with ExitStack() as held:
+            if lock is not None:
+                try:
+                    held.enter_context(self.locks.hold(lock))
+                    claim = True
+                except LockBusy:
+                    busy = True
+            p = self._change(ctx, request_id, step)
+            if reached and claim:
+                p = self._run(ctx, p)
+        if reached and not claim:
+            if busy:
+                log.warning("request %s approved; execution deferred to the sweep", request_id)
+            else:
+                # Another approval landed between the check and this one.
+                settled = self._execute_or_defer(ctx, p)
+                if settled is None:
+                    return self.get(request_id)
+                p = settled
+        return self._with_trail(p)
 
     def reject(
         self, ctx: Context, principal: Principal, request_id: int, comment: str
@@ -562,45 +529,46 @@ class PromotionService:
         expired = self.expire_due(ctx)
         cutoff = self.clock() - STALL_AFTER
         with self.db.read() as session:
-            stalled = [
-                _to_domain(row)
-                for row in session.execute(
-                    select(PromotionRequestRow)
-                    .where(
-                        PromotionRequestRow.status == Status.APPROVED.value,
-                        PromotionRequestRow.updated_at <= cutoff,
-                    )
-                    .order_by(PromotionRequestRow.id)
-                ).scalars()
-            ]
+            stalled = PromotionRecords(session).select(
+                requests()
+                .where(
+                    PromotionRequestRow.status == Status.APPROVED.value,
+                    PromotionRequestRow.updated_at <= cutoff,
+                )
+                .order_by(PromotionRequestRow.id)
+            )
         for p in stalled:
             self._execute_or_defer(ctx, p)
         return {"expired": expired, "executed_stalled": len(stalled)}
 
     def _execute(self, ctx: Context, p: Promotion) -> Promotion | None:
-        request_id = p.id
-        with self.locks.hold(f"promotion:{p.model_name}\x00{p.target.type.value}:{p.target.name}"):
-            claimed = self._claim(ctx, request_id)
+        with self.locks.hold(_lock_name(p.model_name, p.target)):
+            claimed = self._claim(ctx, p.id)
             if claimed is None:
                 return None  # another worker settled it while we waited for the lock
-            try:
-                outcome = self._apply(claimed)
-            except StaleRequest as exc:
-                return self._settle_failed(ctx, request_id, exc.detail)
-            except RegistryError as exc:
-                return self._settle_failed(ctx, request_id, f"{exc.title}: {exc.detail}")
-            return self._settle_executed(ctx, claimed, outcome)
+            return self._run(ctx, claimed)
 
     def _claim(self, ctx: Context, request_id: int) -> Promotion | None:
         with self.db.transaction() as session:
-            row = session.get(PromotionRequestRow, request_id, with_for_update=True)
-            p = _to_domain(row)
-            if p.status is not Status.APPROVED:
+            records = PromotionRecords(session)
+            p = records.get(request_id, lock=True)
+            if p is None or p.status is not Status.APPROVED:
                 return None
             p.start_execution(self.clock())
-            _write_back(session, row, p)
+            records.save(p)
             self._event(session, ctx, p, "promotion.execution_started", {"attempt": p.attempts})
             return p
+
+    def _run(self, ctx: Context, claimed: Promotion) -> Promotion:
+        """Apply a claimed request in MLflow and record how it ended; the caller holds
+        the target's lock."""
+        try:
+            outcome = self._apply(claimed)
+        except StaleRequest as exc:
+            return self._settle_failed(ctx, claimed.id, exc.detail)
+        except RegistryError as exc:
+            return self._settle_failed(ctx, claimed.id, f"{exc.title}: {exc.detail}")
+        return self._settle_executed(ctx, claimed, outcome)
 
     def _apply(self, p: Promotion) -> dict[str, Any]:
         """Re-validate against MLflow, then move the version there."""
@@ -667,14 +635,14 @@ class PromotionService:
     def _settle_executed(self, ctx: Context, p: Promotion, outcome: dict[str, Any]) -> Promotion:
         try:
             with self.db.transaction() as session:
-                row = session.get(PromotionRequestRow, p.id, with_for_update=True)
-                p = _to_domain(row)
-                p.executed(outcome, self.clock())
-                _write_back(session, row, p)
-                self._event(session, ctx, p, "promotion.executed", {"outcome": outcome})
-                self._model_change_event(session, ctx, p, outcome)
-                self._supersede_stale(session, ctx, p, outcome)
-                return p
+                records = PromotionRecords(session)
+                done = records.get(p.id, lock=True)
+                done.executed(outcome, self.clock())
+                records.save(done)
+                self._event(session, ctx, done, "promotion.executed", {"outcome": outcome})
+                self._model_change_event(session, ctx, done, outcome)
+                self._supersede_stale(records, ctx, done, outcome)
+                return done
         except RegistryError as exc:
             try:
                 self._undo(p, outcome)
@@ -718,7 +686,7 @@ class PromotionService:
         )
 
     def _supersede_stale(
-        self, session: Session, ctx: Context, done: Promotion, outcome: dict[str, Any]
+        self, records: PromotionRecords, ctx: Context, done: Promotion, outcome: dict[str, Any]
     ) -> None:
         """Settle the open requests this move made stale, in the move's own transaction.
 
@@ -743,8 +711,8 @@ class PromotionService:
                     PromotionRequestRow.replaces_version == done.version,
                 )
             )
-        rows = session.execute(
-            select(PromotionRequestRow)
+        stale_requests = records.select(
+            requests()
             .where(
                 PromotionRequestRow.model_name == done.model_name,
                 PromotionRequestRow.id != done.id,
@@ -754,17 +722,16 @@ class PromotionService:
             )
             .order_by(PromotionRequestRow.id)
             .with_for_update()
-        ).scalars()
-        for row in rows:
-            p = _to_domain(row)
+        )
+        for p in stale_requests:
             if p.target == target:
                 change = f"moved {target} to version {done.version}"
             else:
                 change = f"moved version {done.version} out of {p.target}"
             why = p.supersede(done.id, change, self.clock())
-            _write_back(session, row, p)
+            records.save(p)
             self._event(
-                session,
+                records.session,
                 Context(SYSTEM_ACTOR, ctx.request_id),
                 p,
                 "promotion.superseded",
@@ -773,20 +740,19 @@ class PromotionService:
 
     def _settle_failed(self, ctx: Context, request_id: int, error: str) -> Promotion:
         with self.db.transaction() as session:
-            row = session.get(PromotionRequestRow, request_id, with_for_update=True)
-            p = _to_domain(row)
+            records = PromotionRecords(session)
+            p = records.get(request_id, lock=True)
             p.failed(error, self.clock())
-            _write_back(session, row, p)
+            records.save(p)
             self._event(session, ctx, p, "promotion.failed", {"error": error})
             return p
 
     # -- reads
     def get(self, request_id: int, with_comparison: bool = False) -> Promotion:
         with self.db.read() as session:
-            row = session.get(PromotionRequestRow, request_id)
-            if row is None:
-                raise PromotionNotFound(f"no promotion request with id {request_id}")
-            p = _to_domain(row)
+            p = PromotionRecords(session).get(request_id)
+        if p is None:
+            raise PromotionNotFound(f"no promotion request with id {request_id}")
         self._with_trail(p)
         if with_comparison:
             p.comparison = self.comparison(p)
@@ -832,18 +798,17 @@ class PromotionService:
         if due is None:
             return 0
         with self.db.transaction() as session:
-            rows = session.execute(
-                select(PromotionRequestRow)
+            records = PromotionRecords(session)
+            due_requests = records.select(
+                requests()
                 .where(*_overdue(now))
                 .order_by(PromotionRequestRow.id)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
-            ).scalars()
-            count = 0
-            for row in rows:
-                self._expire_row(session, ctx, row, now)
-                count += 1
-            return count
+            )
+            for p in due_requests:
+                self._expire(records, ctx, p, now)
+            return len(due_requests)
 
     def list(
         self, filters: PromotionFilter, max_results: int, page_token: str | None
@@ -851,7 +816,7 @@ class PromotionService:
         """Newest first."""
         self.expire_due(Context(SYSTEM_ACTOR))
         before = decode_position(page_token, INT32_MAX)
-        stmt = select(PromotionRequestRow)
+        stmt = requests()
         if filters.model_name is not None:
             stmt = stmt.where(PromotionRequestRow.model_name == filters.model_name)
         if filters.status is not None:
@@ -869,16 +834,15 @@ class PromotionService:
             # chunks and keep those the principal may approve.
             while not more:
                 page = stmt if before is None else stmt.where(PromotionRequestRow.id < before)
-                rows = list(session.execute(page.limit(max_results + 1)).scalars())
-                for row in rows:
-                    before = row.id
-                    p = _to_domain(row)
+                found = PromotionRecords(session).select(page.limit(max_results + 1))
+                for p in found:
+                    before = p.id
                     if principal is not None and not p.can_approve(principal):
                         continue
                     if len(items) == max_results:
                         more = True
                         break
                     items.append(p)
-                if len(rows) <= max_results:
+                if len(found) <= max_results:
                     break
         return Page(items, encode_token({"before": items[-1].id}) if more and items else None)

@@ -19,6 +19,7 @@ from registry_service.errors import RegistryError
 from registry_service.services.audit import AuditFilter
 from registry_service.services.container import build_services
 from registry_service.services.context import Context
+from registry_service.services.promotions import _lock_name
 
 CTX = Context(actor="race-test")
 PRODUCTION = Target.stage("Production")
@@ -209,3 +210,60 @@ def test_sweep_executes_stalled_approvals(workers, people, model, mlflow_client)
     assert services.promotions.sweep(CTX)["executed_stalled"] == 1
     assert services.promotions.get(opened.id).status is Status.EXECUTED
     assert mlflow_client.get_model_version(model, "3").current_stage == "Staging"
+
+
+def test_a_completing_approval_behind_a_busy_target_is_recorded_and_left_to_the_sweep(
+    workers, people, model, mlflow_client
+):
+    """Another execution holds the target past the lock timeout: the approval is kept,
+    nothing moves in MLflow, and no execution is recorded as started."""
+    services, other = workers
+    services.policies.replace(
+        CTX, model, [PolicyRule(TargetType.STAGE, "Staging", required_approvals=1)]
+    )
+    opened = services.promotions.create(
+        CTX, people["requester"], model, 2, Target.stage("Staging"), "nightly"
+    )
+    services.promotions.locks.timeout = 0.3
+    with other.promotions.locks.hold(_lock_name(model, Target.stage("Staging"))):
+        answered = services.promotions.approve(CTX, people["approver"], opened.id, None)
+    assert answered.status is Status.APPROVED
+    assert answered.attempts == 0 and answered.execution_started_at is None
+    actions = [e.action for e in answered.audit_trail]
+    assert actions[-1] == "promotion.approved" and "promotion.execution_started" not in actions
+    assert mlflow_client.get_model_version(model, "2").current_stage != "Staging"
+
+    with services.db.transaction() as session:
+        session.execute(
+            update(PromotionRequestRow)
+            .where(PromotionRequestRow.id == opened.id)
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    assert services.promotions.sweep(CTX)["executed_stalled"] == 1
+    assert services.promotions.get(opened.id).status is Status.EXECUTED
+    assert mlflow_client.get_model_version(model, "2").current_stage == "Staging"
+
+
+def test_the_completing_approval_executes_once_with_every_step_in_the_trail(
+    workers, people, model, mlflow_client
+):
+    services = workers[0]
+    opened = services.promotions.create(CTX, people["requester"], model, 1, PRODUCTION, "ship")
+    services.promotions.approve(CTX, people["approver"], opened.id, None)
+    done = services.promotions.approve(CTX, people["approver2"], opened.id, "lgtm")
+    assert done.status is Status.EXECUTED and done.attempts == 1
+    assert [a.approver for a in done.approvals] == [
+        people["approver"].name,
+        people["approver2"].name,
+    ]
+    assert [e.action for e in done.audit_trail] == [
+        "promotion.requested",
+        "promotion.approved",
+        "promotion.approved",
+        "promotion.execution_started",
+        "promotion.executed",
+        "version.stage_changed",
+    ]
+    seqs = [e.seq for e in done.audit_trail]
+    assert seqs == sorted(seqs)
+    assert mlflow_client.get_model_version(model, "1").current_stage == "Production"

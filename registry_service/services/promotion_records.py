@@ -1,0 +1,182 @@
+"""Promotion requests as stored: loaded into the domain model and written back.
+
+Plain statements on the tables, not the ORM's unit of work: a request is read with its
+approvals and comments in three statements whatever the batch size, and a step writes
+one UPDATE plus the approvals and comments it added. The approval that executes a
+promotion reads and writes its request three times, so this is on that path's clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Select, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry_service.db.models import (
+    PromotionApprovalRow,
+    PromotionCommentRow,
+    PromotionRequestRow,
+)
+from registry_service.domain.policy import PolicyRule, Target, TargetType
+from registry_service.domain.promotion import Approval, Comment, Promotion, Status
+from registry_service.errors import OpenRequestExists
+from registry_service.services.audit import to_json_value
+
+REQUESTS = PromotionRequestRow.__table__
+APPROVALS = PromotionApprovalRow.__table__
+COMMENTS = PromotionCommentRow.__table__
+
+
+def requests() -> Select:
+    """Every column of the requests table, for ``PromotionRecords.select``."""
+    return select(REQUESTS)
+
+
+def _to_domain(row: Any, approvals: list[Approval], comments: list[Comment]) -> Promotion:
+    return Promotion(
+        id=row.id,
+        model_name=row.model_name,
+        version=row.version,
+        target=Target(TargetType(row.target_type), row.target),
+        requester=row.requester,
+        reason=row.reason,
+        archive_existing=row.archive_existing,
+        rule=PolicyRule.from_dict(row.rule),
+        status=Status(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        replaces_version=row.replaces_version,
+        evidence=dict(row.evidence or {}),
+        kind=row.kind,
+        review_required=row.review_required,
+        approvals=approvals,
+        comments=comments,
+        updated_at=row.updated_at,
+        decided_at=row.decided_at,
+        executed_at=row.executed_at,
+        execution_started_at=row.execution_started_at,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        outcome=row.outcome,
+        superseded_by=row.superseded_by,
+    )
+
+
+class PromotionRecords:
+    """The requests of one session. It remembers how many approvals and comments each
+    loaded request had, so ``save`` inserts only the ones a step added."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._loaded: dict[int, tuple[int, int]] = {}
+
+    def select(self, stmt: Select) -> list[Promotion]:
+        """The requests ``stmt`` (built on ``requests()``) selects, in its order."""
+        rows = self.session.execute(stmt).all()
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        approvals: dict[int, list[Approval]] = defaultdict(list)
+        for a in self.session.execute(
+            select(APPROVALS).where(APPROVALS.c.request_id.in_(ids)).order_by(APPROVALS.c.id)
+        ):
+            approvals[a.request_id].append(Approval(a.approver, a.comment, a.created_at))
+        comments: dict[int, list[Comment]] = defaultdict(list)
+        for c in self.session.execute(
+            select(COMMENTS).where(COMMENTS.c.request_id.in_(ids)).order_by(COMMENTS.c.id)
+        ):
+            comments[c.request_id].append(Comment(c.author, c.kind, c.body, c.created_at))
+        loaded = [_to_domain(row, approvals[row.id], comments[row.id]) for row in rows]
+        for p in loaded:
+            self._loaded[p.id] = (len(p.approvals), len(p.comments))
+        return loaded
+
+    def get(self, request_id: int, *, lock: bool = False) -> Promotion | None:
+        stmt = requests().where(REQUESTS.c.id == request_id)
+        found = self.select(stmt.with_for_update() if lock else stmt)
+        return found[0] if found else None
+
+    def add(self, p: Promotion) -> Promotion:
+        """Insert a new request; sets its id."""
+        try:
+            p.id = self.session.execute(
+                insert(REQUESTS)
+                .values(
+                    model_name=p.model_name,
+                    version=p.version,
+                    target_type=p.target.type.value,
+                    target=p.target.name,
+                    archive_existing=p.archive_existing,
+                    reason=p.reason,
+                    requester=p.requester,
+                    kind=p.kind,
+                    review_required=p.review_required,
+                    status=p.status.value,
+                    rule=p.rule.as_dict(),
+                    replaces_version=p.replaces_version,
+                    evidence=p.evidence,
+                    created_at=p.created_at,
+                    updated_at=p.updated_at,
+                    expires_at=p.expires_at,
+                    decided_at=p.decided_at,
+                    attempts=p.attempts,
+                )
+                .returning(REQUESTS.c.id)
+            ).scalar_one()
+        except IntegrityError as exc:
+            raise OpenRequestExists("duplicate") from exc
+        self._loaded[p.id] = (0, 0)
+        self._insert_children(p, 0, 0)
+        return p
+
+    def save(self, p: Promotion) -> None:
+        """Write back what a step changed; reopening into a taken slot is refused."""
+        approvals, comments = self._loaded[p.id]
+        try:
+            self.session.execute(
+                update(REQUESTS)
+                .where(REQUESTS.c.id == p.id)
+                .values(
+                    status=p.status.value,
+                    updated_at=p.updated_at,
+                    decided_at=p.decided_at,
+                    executed_at=p.executed_at,
+                    execution_started_at=p.execution_started_at,
+                    attempts=p.attempts,
+                    last_error=p.last_error,
+                    outcome=to_json_value(p.outcome),
+                    superseded_by=p.superseded_by,
+                )
+            )
+        except IntegrityError as exc:
+            raise OpenRequestExists("duplicate") from exc
+        self._insert_children(p, approvals, comments)
+        self._loaded[p.id] = (len(p.approvals), len(p.comments))
+
+    def _insert_children(self, p: Promotion, approvals: int, comments: int) -> None:
+        added = [
+            {
+                "request_id": p.id,
+                "approver": a.approver,
+                "comment": a.comment,
+                "created_at": a.created_at,
+            }
+            for a in p.approvals[approvals:]
+        ]
+        if added:
+            self.session.execute(insert(APPROVALS), added)
+        written = [
+            {
+                "request_id": p.id,
+                "author": c.author,
+                "kind": c.kind,
+                "body": c.body,
+                "created_at": c.created_at,
+            }
+            for c in p.comments[comments:]
+        ]
+        if written:
+            self.session.execute(insert(COMMENTS), written)
