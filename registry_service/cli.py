@@ -240,6 +240,7 @@ def serve(
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="registry-metrics-")
     import atexit
+    import gc
 
     from gunicorn.app.base import BaseApplication
 
@@ -285,6 +286,10 @@ def serve(
                 # Every worker runs one; the one holding the leadership lock runs jobs.
                 services.scheduler.start()
                 atexit.register(services.scheduler.stop)
+            # Everything loaded so far (mlflow, pandas, the app) lives as long as the
+            # worker: keep it out of the collector's full passes, which otherwise walk
+            # millions of objects in the middle of a request.
+            gc.freeze()
             return app
 
     shown = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host

@@ -35,7 +35,7 @@ from registry_service.domain.entities import (
 )
 from registry_service.domain.names import INT32_MAX
 from registry_service.gateway.base import RegistryGateway
-from registry_service.gateway.direct_reads import DirectReads
+from registry_service.gateway.direct_sql import DirectSql
 from registry_service.gateway.http import install_low_latency_transport
 
 _ERROR_BY_CODE: dict[str, type[errors.RegistryError]] = {
@@ -205,8 +205,8 @@ class MlflowGateway(RegistryGateway):
             else self.client
         )
         # Workspaces (multi-tenant MLflow) scope every read: MLflow's store keeps that.
-        self.direct_reads = (
-            DirectReads(self.registry_uri, _ts)
+        self.direct_sql = (
+            DirectSql(self.registry_uri, _ts)
             if self.direct
             and not self.schema_problem
             and os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() not in ("1", "true")
@@ -372,9 +372,9 @@ class MlflowGateway(RegistryGateway):
     # -- versions
     def get_model_version(self, name, version):
         what = f"version {version} of model {name!r}"
-        if self.direct_reads is not None and 0 < version <= INT32_MAX:
+        if self.direct_sql is not None and 0 < version <= INT32_MAX:
             try:
-                found = self.direct_reads.model_version(name, version)
+                found = self.direct_sql.model_version(name, version)
             except DBAPIError as exc:
                 raise errors.UpstreamUnavailable("MLflow's database could not be read") from exc
             if found is None:
@@ -431,9 +431,9 @@ class MlflowGateway(RegistryGateway):
             self.client.delete_model_version(name, str(version))
 
     def all_versions(self, name: str) -> list[ModelVersion]:
-        if self.direct_reads is not None:
+        if self.direct_sql is not None:
             try:
-                found = self.direct_reads.model_versions(name)
+                found = self.direct_sql.model_versions(name)
             except DBAPIError as exc:
                 raise errors.UpstreamUnavailable("MLflow's database could not be read") from exc
             if not found:
@@ -455,6 +455,18 @@ class MlflowGateway(RegistryGateway):
 
     def transition_stage(self, name, version, stage, archive_existing, in_stage=None):
         archive = archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION)
+        if self.direct_sql is not None and 0 < version <= INT32_MAX:
+            try:
+                moved = self.direct_sql.transition_stage(name, version, stage.value, archive)
+            except DBAPIError as exc:
+                raise errors.UpstreamUnavailable(
+                    "MLflow's database could not complete the move; read the version to "
+                    "see whether it moved"
+                ) from exc
+            if moved is None:
+                raise errors.VersionNotFound(f"version {version} of model {name!r} not found")
+            mv, archived = moved
+            return TransitionResult(replace(mv, model_id=_model_id_of(mv.source)), archived)
         if not archive:
             before = []
         else:

@@ -193,7 +193,9 @@ def hashed_fields(row: Any) -> dict[str, Any]:
     return _fields(*(getattr(row, name) for name in HASHED_COLUMNS))
 
 
-def _entity(row: AuditEventRow) -> AuditEvent:
+def _entity(row: Any) -> AuditEvent:
+    """An event from a row of the events table (plain rows: the ORM's instances cost
+    more than the read on a request's trail)."""
     return AuditEvent(
         seq=row.seq,
         occurred_at=row.occurred_at,
@@ -560,7 +562,7 @@ class AuditLog:
     ) -> Page[AuditEvent]:
         """Newest first; the token is the last sequence number returned."""
         before_seq = decode_position(page_token, 2**63 - 1)
-        stmt = select(AuditEventRow)
+        stmt = select(AuditEventRow.__table__)
         if filters.model_name is not None:
             stmt = stmt.where(AuditEventRow.model_name == filters.model_name)
         if filters.model_version is not None:
@@ -585,7 +587,7 @@ class AuditLog:
             order = AuditEventRow.seq + 0
         stmt = stmt.order_by(order.desc()).limit(max_results + 1)
         with self.db.read() as session:
-            rows = list(session.execute(stmt).scalars())
+            rows = session.execute(stmt).all()
         more = len(rows) > max_results
         rows = rows[:max_results]
         token = encode_token({"before": rows[-1].seq}) if more and rows else None
@@ -599,12 +601,12 @@ class AuditLog:
     def trail(self, subject: str) -> list[AuditEvent]:
         """Every event about ``subject``, oldest first."""
         stmt = (
-            select(AuditEventRow)
+            select(AuditEventRow.__table__)
             .where(AuditEventRow.subject == subject)
             .order_by(AuditEventRow.seq)
         )
         with self.db.read() as session:
-            return [_entity(r) for r in session.execute(stmt).scalars()]
+            return [_entity(r) for r in session.execute(stmt)]
 
     def _walk_parallel(
         self, after_seq: int, head_seq: int, expected_prev: str, workers: int, batch_size: int

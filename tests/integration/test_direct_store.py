@@ -111,7 +111,7 @@ def test_reads_go_to_mlflow_s_database_and_artifacts_through_its_server(
 
 def test_the_direct_version_read_matches_mlflow_s_own_store(direct_app, model_name, mlflow_client):
     gateway = get_services_of(direct_app).gateway
-    assert gateway.direct_reads is not None
+    assert gateway.direct_sql is not None
     mlflow_client.create_registered_model(model_name)
     for i in range(4):
         run_id, _ = log_sklearn(mlflow_client, 0.5 + i / 10)
@@ -210,3 +210,79 @@ def test_an_empty_database_is_refused_and_left_empty(
     engine = sa.create_engine(empty)
     assert sa.inspect(engine).get_table_names() == []  # nothing was created there
     engine.dispose()
+
+
+def test_the_direct_stage_move_matches_mlflow_s_own_store(direct_app, model_name, mlflow_client):
+    """The same moves on two identical models, ours through plain statements and the
+    other through MLflow's SqlAlchemyStore, leave MLflow reading the same registry."""
+    gateway = get_services_of(direct_app).gateway
+    assert gateway.direct_sql is not None
+    store = gateway.client._get_registry_client()
+    ours, theirs = f"{model_name}-ours", f"{model_name}-theirs"
+    run_id, _ = log_sklearn(mlflow_client, 0.5)
+    for name in (ours, theirs):
+        mlflow_client.create_registered_model(name)
+        for i in range(5):
+            mlflow_client.create_model_version(
+                name, f"runs:/{run_id}/model", run_id, tags={"i": str(i)}
+            )
+        for version, stage in ((1, "Production"), (2, "Production"), (3, "Staging")):
+            mlflow_client.transition_model_version_stage(name, str(version), stage)
+        mlflow_client.set_registered_model_alias(name, "champion", "4")
+        mlflow_client.delete_model_version(name, "5")
+
+    def registry(name):
+        model = mlflow_client.get_registered_model(name)
+        versions = {
+            int(v.version): (v.current_stage, v.last_updated_timestamp)
+            for v in mlflow_client.search_model_versions(f"name = '{name}'")
+        }
+        return model, versions
+
+    def same(a, b):
+        (model_a, versions_a), (model_b, versions_b) = a, b
+        assert {v: s for v, (s, _) in versions_a.items()} == {
+            v: s for v, (s, _) in versions_b.items()
+        }
+        assert sorted((v.version, v.current_stage) for v in model_a.latest_versions) == sorted(
+            (v.version, v.current_stage) for v in model_b.latest_versions
+        )
+
+    for version, stage, archive in ((4, Stage.PRODUCTION, True), (3, Stage.PRODUCTION, False)):
+        before, untouched = registry(ours)
+        moved = gateway.transition_stage(ours, version, stage, archive)
+        expected = store.transition_model_version_stage(
+            theirs, str(version), stage.value, archive_existing_versions=archive
+        )
+        after = registry(ours)
+        same(after, registry(theirs))
+        mine, reference = moved.version, gateway._version(expected)
+        assert (mine.version, mine.stage, mine.tags, mine.aliases, mine.source) == (
+            reference.version,
+            reference.stage,
+            reference.tags,
+            reference.aliases,
+            reference.source,
+        )
+        assert mine.run_id == reference.run_id and mine.model_id == reference.model_id
+        # Each version the move wrote, and the model, carry the move's time; no other.
+        written = {version, *moved.archived}
+        assert after[0].last_updated_timestamp > before.last_updated_timestamp
+        for v, (_, updated) in after[1].items():
+            if v in written:
+                assert updated == after[0].last_updated_timestamp, v
+            else:
+                assert updated == untouched[v][1], v
+        assert moved.archived == ([1, 2] if archive else [])
+    assert [registry(ours)[1][v][0] for v in (1, 2, 3, 4)] == [
+        "Archived",
+        "Archived",
+        "Production",
+        "Production",
+    ]
+
+    unchanged = registry(ours)
+    for missing in (5, 6):  # deleted, never created
+        with pytest.raises(VersionNotFound):
+            gateway.transition_stage(ours, missing, Stage.STAGING, True)
+    assert registry(ours)[1] == unchanged[1]

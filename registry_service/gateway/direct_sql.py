@@ -1,13 +1,18 @@
-"""The hottest read, one version, straight from MLflow's tables in direct-store mode.
+"""The hottest calls, straight on MLflow's tables in direct-store mode.
 
 MLflow's SqlAlchemyStore reads a version in several round trips through its ORM: a
 pre-pinged connection checkout, the version, its tags, then the model's aliases. A
 version read is the service's most frequent call, so direct-store mode reads the same
-rows with two plain statements. The tables are the ones the installed mlflow expects:
-the gateway refuses a database whose MLflow schema revision differs (checked at start).
+rows with two plain statements. A stage move, the write every executed promotion makes,
+is MLflow's own statements (archive the stage's versions, move the version, touch the
+model) without the ORM's reload of the whole model. The tables are the ones the
+installed mlflow expects: the gateway refuses a database whose MLflow schema revision
+differs (checked at start), and a test holds each statement to MLflow's own store.
 """
 
 from __future__ import annotations
+
+import time
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -17,10 +22,13 @@ from registry_service.domain.entities import ModelVersion, Stage
 # MLflow's single-tenant workspace, and the stage it gives versions it deleted.
 WORKSPACE = "default"
 DELETED = "Deleted_Internal"
+_COLUMNS = (
+    "name, version, creation_time, last_updated_time, description, user_id, "
+    "current_stage, source, run_id, status"
+)
 
 _VERSION = text(
-    "SELECT name, version, creation_time, last_updated_time, description, user_id, "
-    "current_stage, source, run_id, status FROM model_versions "
+    f"SELECT {_COLUMNS} FROM model_versions "
     "WHERE workspace = :ws AND name = :name AND version = :version "
     "AND current_stage != :deleted"
 )
@@ -33,8 +41,7 @@ _TAGS_AND_ALIASES = text(
 
 
 _VERSIONS = text(
-    "SELECT name, version, creation_time, last_updated_time, description, user_id, "
-    "current_stage, source, run_id, status FROM model_versions "
+    f"SELECT {_COLUMNS} FROM model_versions "
     "WHERE workspace = :ws AND name = :name AND current_stage != :deleted "
     "ORDER BY version DESC"
 )
@@ -42,8 +49,23 @@ _ALL_TAGS = text(
     "SELECT version, key, value FROM model_version_tags WHERE workspace = :ws AND name = :name"
 )
 
+# SqlAlchemyStore.transition_model_version_stage, statement for statement.
+_ARCHIVE = text(
+    "UPDATE model_versions SET current_stage = :archived, last_updated_time = :now "
+    "WHERE workspace = :ws AND name = :name AND version != :version AND current_stage = :stage "
+    "RETURNING version"
+)
+_MOVE = text(
+    "UPDATE model_versions SET current_stage = :stage, last_updated_time = :now "
+    "WHERE workspace = :ws AND name = :name AND version = :version "
+    f"AND current_stage != :deleted RETURNING {_COLUMNS}"
+)
+_TOUCH_MODEL = text(
+    "UPDATE registered_models SET last_updated_time = :now WHERE workspace = :ws AND name = :name"
+)
 
-class DirectReads:
+
+class DirectSql:
     def __init__(self, db_uri: str, to_datetime) -> None:
         # No pre-ping (a round trip per checkout): a connection found dead is retried
         # once on a fresh one instead.
@@ -57,6 +79,48 @@ class DirectReads:
         """Every version of a model, newest first, as MLflow's version search gives
         them: with their tags, without aliases."""
         return self._retried(self._read_all, name)
+
+    def transition_stage(
+        self, name: str, version: int, stage: str, archive: bool
+    ) -> tuple[ModelVersion, list[int]] | None:
+        """Move a version to ``stage`` (archiving the stage's other versions if asked) in
+        one transaction; the version as moved and the versions archived, or None when
+        there is no such version (and nothing changed)."""
+        started: list[bool] = []
+        try:
+            return self._transition(started, name, version, stage, archive)
+        except DBAPIError as exc:
+            # Only a connection found dead before anything was sent is safe to retry.
+            if started or not exc.connection_invalidated:
+                raise
+            return self._transition(started, name, version, stage, archive)
+
+    def _transition(self, started, name, version, stage, archive):
+        args = {"ws": WORKSPACE, "name": name, "version": version, "stage": stage}
+        now = int(time.time() * 1000)
+        with self.engine.begin() as conn:
+            moved = conn.execute(_MOVE, {**args, "now": now, "deleted": DELETED}).first()
+            started.append(True)
+            if moved is None:
+                return None
+            archived: list[int] = []
+            if archive:
+                archived = sorted(
+                    int(v)
+                    for v in conn.execute(
+                        _ARCHIVE, {**args, "now": now, "archived": Stage.ARCHIVED.value}
+                    ).scalars()
+                )
+            conn.execute(_TOUCH_MODEL, {"ws": WORKSPACE, "name": name, "now": now})
+            extras = conn.execute(
+                _TAGS_AND_ALIASES, {k: args[k] for k in ("ws", "name", "version")}
+            ).all()
+        mv = self._version(
+            moved,
+            {key: value for kind, key, value in extras if kind == "t"},
+            sorted(key for kind, key, _ in extras if kind == "a"),
+        )
+        return mv, archived
 
     @staticmethod
     def _retried(read, *args):
