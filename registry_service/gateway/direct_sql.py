@@ -80,6 +80,11 @@ class DirectSql:
         them: with their tags, without aliases."""
         return self._retried(self._read_all, name)
 
+    @property
+    def moves(self) -> bool:
+        """Whether stage moves can go through here: they need UPDATE ... RETURNING."""
+        return bool(self.engine.dialect.update_returning)
+
     def transition_stage(
         self, name: str, version: int, stage: str, archive: bool
     ) -> tuple[ModelVersion, list[int]] | None:
@@ -98,10 +103,16 @@ class DirectSql:
     def _transition(self, started, name, version, stage, archive):
         args = {"ws": WORKSPACE, "name": name, "version": version, "stage": stage}
         now = int(time.time() * 1000)
-        with self.engine.begin() as conn:
-            moved = conn.execute(_MOVE, {**args, "now": now, "deleted": DELETED}).first()
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            # The model's row first, as MLflow's store writes it: moves on one model
+            # queue there instead of deadlocking on each other's versions.
+            touched = conn.execute(_TOUCH_MODEL, {"ws": WORKSPACE, "name": name, "now": now})
             started.append(True)
+            moved = None
+            if touched.rowcount:
+                moved = conn.execute(_MOVE, {**args, "now": now, "deleted": DELETED}).first()
             if moved is None:
+                transaction.rollback()  # no such version: the model is left untouched
                 return None
             archived: list[int] = []
             if archive:
@@ -111,7 +122,6 @@ class DirectSql:
                         _ARCHIVE, {**args, "now": now, "archived": Stage.ARCHIVED.value}
                     ).scalars()
                 )
-            conn.execute(_TOUCH_MODEL, {"ws": WORKSPACE, "name": name, "now": now})
             extras = conn.execute(
                 _TAGS_AND_ALIASES, {k: args[k] for k in ("ws", "name", "version")}
             ).all()

@@ -455,7 +455,7 @@ class MlflowGateway(RegistryGateway):
 
     def transition_stage(self, name, version, stage, archive_existing, in_stage=None):
         archive = archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION)
-        if self.direct_sql is not None and 0 < version <= INT32_MAX:
+        if self.direct_sql is not None and self.direct_sql.moves and 0 < version <= INT32_MAX:
             try:
                 moved = self.direct_sql.transition_stage(name, version, stage.value, archive)
             except DBAPIError as exc:

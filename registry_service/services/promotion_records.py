@@ -128,8 +128,8 @@ class PromotionRecords:
             ).scalar_one()
         except IntegrityError as exc:
             raise OpenRequestExists("duplicate") from exc
-        self._loaded[p.id] = (0, 0)
         self._insert_children(p, 0, 0)
+        self._loaded[p.id] = (len(p.approvals), len(p.comments))
         return p
 
     def save(self, p: Promotion) -> None:

@@ -637,11 +637,14 @@ class PromotionService:
             with self.db.transaction() as session:
                 records = PromotionRecords(session)
                 done = records.get(p.id, lock=True)
+                # Every request row before the audit chain, as each step on a request
+                # takes them: the other order deadlocks against a step on a stale one.
+                stale = self._lock_stale(records, done, outcome)
                 done.executed(outcome, self.clock())
                 records.save(done)
                 self._event(session, ctx, done, "promotion.executed", {"outcome": outcome})
                 self._model_change_event(session, ctx, done, outcome)
-                self._supersede_stale(records, ctx, done, outcome)
+                self._supersede(records, ctx, done, stale)
                 return done
         except RegistryError as exc:
             try:
@@ -685,10 +688,11 @@ class PromotionService:
             after={**after, "promotion_request": p.id},
         )
 
-    def _supersede_stale(
-        self, records: PromotionRecords, ctx: Context, done: Promotion, outcome: dict[str, Any]
-    ) -> None:
-        """Settle the open requests this move made stale, in the move's own transaction.
+    def _lock_stale(
+        self, records: PromotionRecords, done: Promotion, outcome: dict[str, Any]
+    ) -> list[Promotion]:
+        """The open requests this move makes stale, locked; the move's own transaction
+        settles them.
 
         Stale: requests for the moved target opened to replace another holder than the
         version now there, and requests for the stage the version left that were opened
@@ -711,7 +715,7 @@ class PromotionService:
                     PromotionRequestRow.replaces_version == done.version,
                 )
             )
-        stale_requests = records.select(
+        return records.select(
             requests()
             .where(
                 PromotionRequestRow.model_name == done.model_name,
@@ -723,7 +727,12 @@ class PromotionService:
             .order_by(PromotionRequestRow.id)
             .with_for_update()
         )
-        for p in stale_requests:
+
+    def _supersede(
+        self, records: PromotionRecords, ctx: Context, done: Promotion, stale: list[Promotion]
+    ) -> None:
+        target = done.target
+        for p in stale:
             if p.target == target:
                 change = f"moved {target} to version {done.version}"
             else:

@@ -285,4 +285,8 @@ def test_the_direct_stage_move_matches_mlflow_s_own_store(direct_app, model_name
     for missing in (5, 6):  # deleted, never created
         with pytest.raises(VersionNotFound):
             gateway.transition_stage(ours, missing, Stage.STAGING, True)
-    assert registry(ours)[1] == unchanged[1]
+    with pytest.raises(VersionNotFound):
+        gateway.transition_stage(f"{model_name}-none", 1, Stage.STAGING, True)
+    now = registry(ours)
+    assert now[1] == unchanged[1]
+    assert now[0].last_updated_timestamp == unchanged[0].last_updated_timestamp
