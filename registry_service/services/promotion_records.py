@@ -9,6 +9,7 @@ promotion reads and writes its request three times, so this is on that path's cl
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Select, insert, select, update
@@ -157,26 +158,12 @@ class PromotionRecords:
         self._loaded[p.id] = (len(p.approvals), len(p.comments))
 
     def _insert_children(self, p: Promotion, approvals: int, comments: int) -> None:
-        added = [
-            {
-                "request_id": p.id,
-                "approver": a.approver,
-                "comment": a.comment,
-                "created_at": a.created_at,
-            }
-            for a in p.approvals[approvals:]
-        ]
-        if added:
-            self.session.execute(insert(APPROVALS), added)
-        written = [
-            {
-                "request_id": p.id,
-                "author": c.author,
-                "kind": c.kind,
-                "body": c.body,
-                "created_at": c.created_at,
-            }
-            for c in p.comments[comments:]
-        ]
-        if written:
-            self.session.execute(insert(COMMENTS), written)
+        # Approval's and Comment's fields are their tables' columns, by name.
+        for table, added in (
+            (APPROVALS, p.approvals[approvals:]),
+            (COMMENTS, p.comments[comments:]),
+        ):
+            if added:
+                self.session.execute(
+                    insert(table), [{"request_id": p.id, **asdict(entry)} for entry in added]
+                )

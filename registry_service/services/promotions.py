@@ -416,12 +416,13 @@ class PromotionService:
                     REQUESTS.c.rule,
                     select(func.count())
                     .where(APPROVALS.c.request_id == REQUESTS.c.id)
-                    .scalar_subquery(),
+                    .scalar_subquery()
+                    .label("approvals"),
                 ).where(REQUESTS.c.id == request_id)
             ).first()
         if row is None or row.status != Status.PENDING.value:
             return None
-        if row[5] + 1 < PolicyRule.from_dict(row.rule).required_approvals:
+        if row.approvals + 1 < PolicyRule.from_dict(row.rule).required_approvals:
             return None
         return _lock_name(row.model_name, Target(TargetType(row.target_type), row.target))
 

@@ -90,6 +90,17 @@ def approve_without_executing(services, request_id, approver):
     )
 
 
+def stall_and_sweep(services, request_id):
+    """Age the request past the stall cutoff, then run the sweep."""
+    with services.db.transaction() as session:
+        session.execute(
+            update(PromotionRequestRow)
+            .where(PromotionRequestRow.id == request_id)
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    return services.promotions.sweep(CTX)
+
+
 def production_versions(workers, model):
     page = workers[0].gateway.search_model_versions(model, 100, None)
     return sorted(v.version for v in page.items if v.stage == "Production")
@@ -201,13 +212,7 @@ def test_sweep_executes_stalled_approvals(workers, people, model, mlflow_client)
     )
     approve_without_executing(services, opened.id, people["approver"])
     assert services.promotions.sweep(CTX)["executed_stalled"] == 0  # not stalled yet
-    with services.db.transaction() as session:
-        session.execute(
-            update(PromotionRequestRow)
-            .where(PromotionRequestRow.id == opened.id)
-            .values(updated_at=utcnow() - timedelta(minutes=5))
-        )
-    assert services.promotions.sweep(CTX)["executed_stalled"] == 1
+    assert stall_and_sweep(services, opened.id)["executed_stalled"] == 1
     assert services.promotions.get(opened.id).status is Status.EXECUTED
     assert mlflow_client.get_model_version(model, "3").current_stage == "Staging"
 
@@ -233,13 +238,7 @@ def test_a_completing_approval_behind_a_busy_target_is_recorded_and_left_to_the_
     assert actions[-1] == "promotion.approved" and "promotion.execution_started" not in actions
     assert mlflow_client.get_model_version(model, "2").current_stage != "Staging"
 
-    with services.db.transaction() as session:
-        session.execute(
-            update(PromotionRequestRow)
-            .where(PromotionRequestRow.id == opened.id)
-            .values(updated_at=utcnow() - timedelta(minutes=5))
-        )
-    assert services.promotions.sweep(CTX)["executed_stalled"] == 1
+    assert stall_and_sweep(services, opened.id)["executed_stalled"] == 1
     assert services.promotions.get(opened.id).status is Status.EXECUTED
     assert mlflow_client.get_model_version(model, "2").current_stage == "Staging"
 
