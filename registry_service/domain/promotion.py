@@ -280,6 +280,14 @@ class Promotion:
         self.last_error = error
         self._move(Status.FAILED, now)
 
+    def unconfirmed(self, error: str, now: datetime) -> None:
+        """The move's outcome is unknown: still approved, for a retry or the sweep to
+        read MLflow and settle."""
+        if self.status is not Status.APPROVED or self.execution_started_at is None:
+            raise IllegalTransition(f"request {self.id} was not executing")
+        self.last_error = error
+        self.updated_at = now
+
     def retry(self, principal: Principal, now: datetime) -> None:
         if not principal.has_role(Role.ADMIN):
             raise PermissionDenied("only an admin can retry a request")

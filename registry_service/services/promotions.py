@@ -46,15 +46,17 @@ from registry_service.errors import (
     ConsistencyError,
     IllegalTransition,
     OpenRequestExists,
+    OutcomeUnknown,
     PromotionNotFound,
     QuorumUnreachable,
     RegistryError,
+    UpstreamError,
     VersionNotFound,
 )
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog, to_json_value
 from registry_service.services.context import Context
-from registry_service.services.history import HistoryService
+from registry_service.services.history import HistoryService, holders_now
 from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService, eligible_approvers
 from registry_service.services.promotion_records import (
@@ -72,6 +74,10 @@ SYSTEM_ACTOR = "system"
 STALL_AFTER = timedelta(minutes=2)
 # Stages a version is moved out of by a newer one, so "who holds it" is meaningful.
 HELD_STAGES = (Stage.STAGING.value, Stage.PRODUCTION.value)
+
+
+class MoveUnconfirmed(OutcomeUnknown):
+    """The move was sent, MLflow did not confirm it, and it could not be read back."""
 
 
 class StaleRequest(IllegalTransition):
@@ -565,6 +571,8 @@ class PromotionService:
         the target's lock."""
         try:
             outcome = self._apply(claimed)
+        except MoveUnconfirmed as exc:
+            return self._settle_unconfirmed(ctx, claimed.id, exc.detail)
         except StaleRequest as exc:
             return self._settle_failed(ctx, claimed.id, exc.detail)
         except RegistryError as exc:
@@ -575,6 +583,7 @@ class PromotionService:
         """Re-validate against MLflow, then move the version there."""
         name, version, target = p.model_name, p.version, p.target
         in_stage: list[int] = []
+        versions: dict[int, ModelVersion] = {}
         if target.type is TargetType.STAGE:
             # One read gives the version, the stage's holder and what the move archives.
             versions = {v.version: v for v in self.gateway.all_versions(name)}
@@ -595,7 +604,7 @@ class PromotionService:
         if _already_there(mv, target):
             if p.attempts > 1:
                 # An earlier attempt applied it but could not record it: record it now.
-                return {"reconciled": True, "replaced_version": p.replaces_version}
+                return self._reconciled(p, versions)
             raise StaleRequest(f"version {version} already holds {target}; nothing to do")
         if (target.type is TargetType.ALIAS or target.name in HELD_STAGES) and (
             holder != p.replaces_version
@@ -605,18 +614,89 @@ class PromotionService:
                 f"request was opened; its approvals were for replacing "
                 f"{_fmt(p.replaces_version)}. Open a new request."
             )
-        if target.type is TargetType.STAGE:
-            result = self.gateway.transition_stage(
-                name, version, Stage.parse(target.name), p.archive_existing, in_stage
-            )
-            return {
-                "from_stage": mv.stage,
-                "to_stage": result.version.stage,
-                "archived_versions": result.archived,
-                "replaced_version": holder,
-            }
-        previous = self.gateway.set_alias(name, target.name, version)
-        return {"alias": target.name, "previous_version": previous, "replaced_version": holder}
+        try:
+            if target.type is TargetType.STAGE:
+                result = self.gateway.transition_stage(
+                    name, version, Stage.parse(target.name), p.archive_existing, in_stage
+                )
+                return {
+                    "from_stage": mv.stage,
+                    "to_stage": result.version.stage,
+                    "archived_versions": result.archived,
+                    "replaced_version": holder,
+                }
+            previous = self.gateway.set_alias(name, target.name, version)
+            return {"alias": target.name, "previous_version": previous, "replaced_version": holder}
+        except UpstreamError as exc:
+            # The move may be in MLflow with its answer lost, or made before MLflow failed.
+            return self._confirm(p, mv, holder, in_stage, exc)
+
+    def _confirm(
+        self,
+        p: Promotion,
+        before: ModelVersion,
+        holder: int | None,
+        in_stage: list[int],
+        error: UpstreamError,
+    ) -> dict[str, Any]:
+        """Read back a move MLflow did not confirm: made, it is the outcome; not made,
+        ``error`` stands; unreadable, nobody knows yet (``MoveUnconfirmed``)."""
+        name, version, target = p.model_name, p.version, p.target
+        try:
+            if target.type is TargetType.STAGE:
+                versions = {v.version: v for v in self.gateway.all_versions(name)}
+                now = versions.get(version)
+            else:
+                now = self.gateway.get_model_version(name, version)
+        except VersionNotFound:
+            now = None
+        except RegistryError as unreadable:
+            raise MoveUnconfirmed(
+                f"MLflow did not confirm the move ({error.detail}) and could not be read "
+                f"back ({unreadable.detail}); the request stays approved, and a retry or "
+                "the sweep reads MLflow and records what happened"
+            ) from error
+        if now is None or not _already_there(now, target):
+            raise error
+        confirmed = {"replaced_version": holder, "confirmed_after_error": error.detail}
+        if target.type is TargetType.ALIAS:
+            return {"alias": target.name, "previous_version": holder, **confirmed}
+        archived = sorted(
+            v
+            for v in in_stage
+            if v != version and v in versions and versions[v].stage == Stage.ARCHIVED.value
+        )
+        return {
+            "from_stage": before.stage,
+            "to_stage": now.stage,
+            "archived_versions": archived,
+            **confirmed,
+        }
+
+    def _reconciled(self, p: Promotion, versions: dict[int, ModelVersion]) -> dict[str, Any]:
+        """An earlier attempt's move, found in MLflow: what it changed, from our records
+        of what held the target before and MLflow's stages now."""
+        outcome: dict[str, Any] = {"reconciled": True, "replaced_version": p.replaces_version}
+        if p.target.type is TargetType.ALIAS:
+            return {"alias": p.target.name, "previous_version": p.replaces_version, **outcome}
+        with self.db.read() as session:
+            recorded = holders_now(session, p.model_name) or {}
+        stages = [
+            key.split(":", 1)[1]
+            for key, held in recorded.items()
+            if key.startswith(f"{TargetType.STAGE.value}:") and p.version in held
+        ]
+        archived = sorted(
+            v
+            for v in recorded.get(f"{TargetType.STAGE.value}:{p.target.name}", [])
+            if v != p.version and v in versions and versions[v].stage == Stage.ARCHIVED.value
+        )
+        return {
+            "from_stage": stages[0] if stages else Stage.NONE.value,
+            "to_stage": p.target.name,
+            "archived_versions": archived,
+            **outcome,
+        }
 
     def _undo(self, p: Promotion, outcome: dict[str, Any]) -> None:
         if outcome.get("reconciled"):
@@ -755,6 +835,21 @@ class PromotionService:
             p.failed(error, self.clock())
             records.save(p)
             self._event(session, ctx, p, "promotion.failed", {"error": error})
+            return p
+
+    def _settle_unconfirmed(self, ctx: Context, request_id: int, error: str) -> Promotion:
+        with self.db.transaction() as session:
+            records = PromotionRecords(session)
+            p = records.get(request_id, lock=True)
+            p.unconfirmed(error, self.clock())
+            records.save(p)
+            self._event(
+                session,
+                ctx,
+                p,
+                "promotion.execution_unconfirmed",
+                {"attempt": p.attempts, "error": error},
+            )
             return p
 
     # -- reads

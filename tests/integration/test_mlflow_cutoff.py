@@ -8,16 +8,20 @@ from datetime import timedelta
 from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from registry_service.app import create_app
-from registry_service.db.models import AuditEventRow, MlflowIntentRow
+from registry_service.db.base import utcnow
+from registry_service.db.models import AuditEventRow, MlflowIntentRow, PromotionRequestRow
+from registry_service.domain.policy import Target
+from registry_service.domain.promotion import Status
 from registry_service.services.context import Context
 from tests.conftest import get_services_of
 from tests.rig import FaultyProxy
 
 CTX = Context(actor="test-setup")
 NOW = timedelta(0)  # settle intents of any age
+ROLES_USED = ("requester", "approver", "approver2")
 
 
 @pytest.fixture
@@ -171,3 +175,97 @@ def test_registered_version_whose_answer_was_lost_keeps_its_lineage(
     assert version["lineage"]["data_version"] == "2026-10"
     [registered] = events(get_services_of(cut_app).db, model_name, "version.registered")
     assert registered.model_version == 1
+
+
+@pytest.fixture
+def champion(app, model_name, make_run, identities):
+    """Version 1 in Production through the registry; version 2 registered to replace it."""
+    services = get_services_of(app)
+    services.models.create_model(CTX, model_name, None, {})
+    for _ in range(2):
+        services.models.register_version(CTX, model_name, make_run(), "model", None, {})
+    people = {k: services.tokens.authenticate(identities[k]["token"]) for k in ROLES_USED}
+    opened = services.promotions.create(
+        CTX, people["requester"], model_name, 1, Target.stage("Production"), "first"
+    )
+    for approver in ("approver", "approver2"):
+        done = services.promotions.approve(CTX, people[approver], opened.id, None)
+    assert done.status is Status.EXECUTED
+    return model_name
+
+
+def promote_v2_cut(cut_client, auth, proxy, model, then_refuse):
+    """Version 2 to Production; the completing approval's move loses its answer."""
+    opened = cut_client.post(
+        "/api/v1/promotions",
+        headers=auth("requester"),
+        json={"model_name": model, "version": 2, "target_stage": "Production", "reason": "r"},
+    )
+    assert opened.status_code == 201, opened.json
+    url = f"/api/v1/promotions/{opened.json['id']}/approve"
+    assert cut_client.post(url, headers=auth("approver"), json={}).json["status"] == "pending"
+    proxy.drop(1, "model-versions/transition-stage", then_refuse=then_refuse)
+    answer = cut_client.post(url, headers=auth("approver2"), json={})
+    assert proxy.dropped == 1
+    return answer
+
+
+def stages(mlflow_client, model):
+    return {
+        int(v.version): v.current_stage
+        for v in mlflow_client.search_model_versions(f"name='{model}'")
+    }
+
+
+def test_promotion_whose_move_answer_was_lost_is_executed(
+    cut_client, cut_app, auth, proxy, champion, mlflow_client
+):
+    answer = promote_v2_cut(cut_client, auth, proxy, champion, then_refuse=False)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["status"] == "executed"
+    outcome = answer.json["outcome"]
+    assert outcome["archived_versions"] == [1] and outcome["from_stage"] == "None"
+    assert "unreachable" in outcome["confirmed_after_error"]
+    assert stages(mlflow_client, champion) == {1: "Archived", 2: "Production"}
+    actions = [e["action"] for e in answer.json["audit_trail"]]
+    assert actions[-3:-1] == ["promotion.execution_started", "promotion.executed"]
+    services = get_services_of(cut_app)
+    [_, moved] = events(services.db, champion, "version.stage_changed")
+    assert moved.model_version == 2 and moved.after["archived_versions"] == [1]
+    proxy.heal()
+    assert services.reconciler.reconcile(CTX, champion).outcome == "in-step"
+
+
+def test_promotion_whose_move_is_unconfirmed_stays_approved_until_the_sweep(
+    cut_client, cut_app, auth, proxy, champion, mlflow_client
+):
+    answer = promote_v2_cut(cut_client, auth, proxy, champion, then_refuse=True)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["status"] == "approved" and answer.json["attempts"] == 1
+    assert "did not confirm the move" in answer.json["last_error"]
+    assert answer.json["audit_trail"][-1]["action"] == "promotion.execution_unconfirmed"
+    assert stages(mlflow_client, champion) == {1: "Archived", 2: "Production"}  # it happened
+    services = get_services_of(cut_app)
+    # An approved request is in flight: its move is no out-of-band change.
+    assert services.reconciler.reconcile(CTX, champion).outcome == "deferred"
+
+    proxy.heal()
+    request_id = answer.json["id"]
+    with services.db.transaction() as session:
+        session.execute(
+            update(PromotionRequestRow)
+            .where(PromotionRequestRow.id == request_id)
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    assert services.promotions.sweep(CTX)["executed_stalled"] == 1
+    settled = services.promotions.get(request_id)
+    assert settled.status is Status.EXECUTED and settled.attempts == 2
+    assert settled.outcome["reconciled"] is True
+    assert settled.outcome["archived_versions"] == [1]
+    assert [e.action for e in settled.audit_trail][-3:] == [
+        "promotion.execution_started",
+        "promotion.executed",
+        "version.stage_changed",
+    ]
+    # The archived champion is in our records too, so nothing looks out of band.
+    assert services.reconciler.reconcile(CTX, champion).outcome == "in-step"

@@ -138,6 +138,23 @@ def test_execution_failure_and_retry():
         p.retry(ADMIN, NOW)
 
 
+def test_an_unconfirmed_move_stays_approved_for_a_retry():
+    p = opened(required=1)
+    p.approve(ANN, None, NOW)
+    with pytest.raises(IllegalTransition):
+        p.unconfirmed("lost", NOW)  # nothing was sent yet
+    p.start_execution(NOW)
+    p.unconfirmed("MLflow did not confirm the move", NOW + timedelta(seconds=1))
+    assert (p.status, p.attempts) == (Status.APPROVED, 1)
+    assert p.updated_at == NOW + timedelta(seconds=1)  # the sweep waits from now
+    with pytest.raises(IllegalTransition):
+        p.cancel(REQUESTER, None, NOW)
+    p.retry(ADMIN, NOW)
+    p.start_execution(NOW)
+    p.executed({"reconciled": True}, NOW)
+    assert (p.status, p.attempts, p.last_error) == (Status.EXECUTED, 2, None)
+
+
 def test_policy_resolution_prefers_the_model_then_exact_targets():
     policy = Policy("churn", rules=(PolicyRule(TargetType.ALIAS, "*", 1, source="model"),))
     assert policy.rule_for(Target.alias("champion")).required_approvals == 1

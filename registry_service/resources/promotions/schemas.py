@@ -129,8 +129,22 @@ class PromotionSchema(Schema):
     decided_at = ma.fields.AwareDateTime(allow_none=True)
     executed_at = ma.fields.AwareDateTime(allow_none=True)
     attempts = Integer(metadata={"description": "Executions started"})
-    last_error = ma.fields.String(allow_none=True)
-    outcome = ma.fields.Dict(allow_none=True)
+    last_error = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Why the last execution failed, or, on an approved request, why "
+            "its outcome is not known yet"
+        },
+    )
+    outcome = ma.fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "What the executed move changed: from_stage, to_stage, "
+            "archived_versions (stages) or alias, previous_version (aliases), and "
+            "replaced_version; reconciled or confirmed_after_error when MLflow's answer "
+            "to the move was lost and the move was read back"
+        },
+    )
     superseded_by = Integer(
         allow_none=True,
         metadata={"description": "The request whose move made this one stale (superseded)"},
