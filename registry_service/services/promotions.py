@@ -41,7 +41,7 @@ from registry_service.domain.entities import (
 from registry_service.domain.names import INT32_MAX, check_model_name
 from registry_service.domain.paging import decode_position, encode_token
 from registry_service.domain.policy import PolicyRule, Target, TargetType
-from registry_service.domain.promotion import Promotion, Status
+from registry_service.domain.promotion import Promotion, Status, may_review
 from registry_service.errors import (
     ConsistencyError,
     IllegalTransition,
@@ -410,8 +410,9 @@ class PromotionService:
             )
         return p
 
-    def _completing_lock(self, request_id: int) -> str | None:
-        """The target's lock, when one more approval would complete this request's quorum."""
+    def _completing_lock(self, request_id: int, principal: Principal) -> str | None:
+        """The target's lock, when this principal's approval would complete the quorum
+        (so a refused approval never waits for it)."""
         with self.db.read() as session:
             row = session.execute(
                 select(
@@ -420,15 +421,26 @@ class PromotionService:
                     REQUESTS.c.target,
                     REQUESTS.c.status,
                     REQUESTS.c.rule,
+                    REQUESTS.c.requester,
                     select(func.count())
                     .where(APPROVALS.c.request_id == REQUESTS.c.id)
                     .scalar_subquery()
                     .label("approvals"),
+                    select(func.count())
+                    .where(
+                        APPROVALS.c.request_id == REQUESTS.c.id,
+                        APPROVALS.c.approver == principal.name,
+                    )
+                    .scalar_subquery()
+                    .label("by_caller"),
                 ).where(REQUESTS.c.id == request_id)
             ).first()
-        if row is None or row.status != Status.PENDING.value:
+        if row is None or row.status != Status.PENDING.value or row.by_caller:
             return None
-        if row.approvals + 1 < PolicyRule.from_dict(row.rule).required_approvals:
+        rule = PolicyRule.from_dict(row.rule)
+        if row.approvals + 1 < rule.required_approvals:
+            return None
+        if not may_review(rule, row.requester, principal):
             return None
         return _lock_name(row.model_name, Target(TargetType(row.target_type), row.target))
 
@@ -459,7 +471,7 @@ class PromotionService:
                 events.append(("promotion.execution_started", {"attempt": p.attempts}))
             return events
 
-        lock = self._completing_lock(request_id)
+        lock = self._completing_lock(request_id, principal)
         with ExitStack() as held:
             if lock is not None:
                 try:

@@ -243,6 +243,26 @@ def test_a_completing_approval_behind_a_busy_target_is_recorded_and_left_to_the_
     assert mlflow_client.get_model_version(model, "2").current_stage == "Staging"
 
 
+def test_a_refused_approval_never_waits_for_the_target(workers, people, model, monkeypatch):
+    """One approval short: the requester and an approver approving twice are refused
+    without taking the lock an execution may be holding."""
+    services = workers[0]
+    opened = services.promotions.create(CTX, people["requester"], model, 1, PRODUCTION, "ship")
+    services.promotions.approve(CTX, people["approver"], opened.id, None)
+    locks = services.promotions.locks
+    taken = []
+    hold = locks.hold
+    monkeypatch.setattr(locks, "hold", lambda name: taken.append(name) or hold(name))
+    for who, code in (("requester", "self-approval"), ("approver", "already-approved")):
+        with pytest.raises(RegistryError) as refused:
+            services.promotions.approve(CTX, people[who], opened.id, None)
+        assert refused.value.code == code
+    assert taken == []
+    done = services.promotions.approve(CTX, people["approver2"], opened.id, None)
+    assert done.status is Status.EXECUTED
+    assert taken == [_lock_name(model, PRODUCTION)]
+
+
 def test_the_completing_approval_executes_once_with_every_step_in_the_trail(
     workers, people, model, mlflow_client
 ):
