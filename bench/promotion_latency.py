@@ -1,8 +1,9 @@
 """Approve-to-executed latency: the approval that completes the quorum, over HTTP.
 
 Starts PostgreSQL (our tables and MLflow's backend), a real `mlflow server` and
-registry-service under gunicorn (2 workers x 8 threads), twice on the same databases:
-remote (MLflow over HTTP) and direct-store (MLflow's store in-process). Each trial opens
+registry-service under gunicorn (2 workers x 8 threads), one after the other on the same
+databases: remote (MLflow over HTTP), then direct-store (MLflow's store in-process), each
+running alone as a deployment would. Each trial opens
 a request for Production (default policy: 2 approvals), approves once, then times the
 second approval, whose response returns after the move is executed in MLflow and
 recorded. The baseline, in the same run, is MLflow's own transition-stage REST call with
@@ -105,6 +106,29 @@ def promote(http, api: str, model: str, trials: int, requester: dict, approvers:
     return opened, first, final
 
 
+def time_mlflow(uri: str, http, trials: int, baselines: dict[str, list[float]]) -> None:
+    """MLflow's own transition-stage call, archiving the previous holder. On a kept-alive
+    connection it can stall on delayed ACKs, which would flatter us: timed on fresh
+    connections too, and the faster series is the one compared against."""
+    transition = f"{uri}/api/2.0/mlflow/model-versions/transition-stage"
+    for i in range(2 * (trials + 5)):
+        fresh = i % 2 == 0
+        started = time.perf_counter()
+        (requests if fresh else http).post(
+            transition,
+            json={
+                "name": "bench-plain",
+                "version": str(1 + (i // 2) % 2),
+                "stage": "Production",
+                "archive_existing_versions": True,
+            },
+        ).raise_for_status()
+        if i >= 10:
+            baselines["fresh connection" if fresh else "kept alive"].append(
+                (time.perf_counter() - started) * 1000
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=100)
@@ -132,61 +156,40 @@ def main() -> None:
         requester = token(cli, env, "ci-bot", "requester")
         approvers = [token(cli, env, f"approver-{i}", "approver") for i in (1, 2)]
 
-        ports = {"remote (HTTP)": free_port(), "direct-store": free_port()}
         direct_env = {
             **env,
             "MLFLOW_TRACKING_URI": mlflow_db,
             "REGISTRY_MLFLOW_SERVER_URL": server.uri,
             "REGISTRY_DATA_DIR": str(workdir / "direct"),
         }
-        services.append(start_service(env, ports["remote (HTTP)"]))
-        services.append(start_service(direct_env, ports["direct-store"]))
+        modes = {"remote (HTTP)": env, "direct-store": direct_env}
+        models = {label: f"bench-governed-{i}" for i, label in enumerate(modes)}
         http = requests.Session()
-        models = {label: f"bench-governed-{i}" for i, label in enumerate(ports)}
-        for model in (*models.values(), "bench-plain"):
-            api = f"http://127.0.0.1:{ports['remote (HTTP)']}/api/v1"
-            http.post(f"{api}/models", headers=requester, json={"name": model}).raise_for_status()
-            for _ in range(2):
-                http.post(
-                    f"{api}/models/{model}/versions",
-                    headers=requester,
-                    json={"run_id": run.info.run_id},
-                ).raise_for_status()
-
-        transition = f"{server.uri}/api/2.0/mlflow/model-versions/transition-stage"
-        # MLflow on a kept-alive connection can stall on delayed ACKs, which would flatter
-        # us: time it on fresh connections too, and compare with its faster series.
+        timings = {}
         baselines: dict[str, list[float]] = {"fresh connection": [], "kept alive": []}
-        for i in range(2 * (args.trials + 5)):
-            fresh = i % 2 == 0
-            started = time.perf_counter()
-            (requests if fresh else http).post(
-                transition,
-                json={
-                    "name": "bench-plain",
-                    "version": str(1 + (i // 2) % 2),
-                    "stage": "Production",
-                    "archive_existing_versions": True,
-                },
-            ).raise_for_status()
-            if i >= 10:
-                baselines["fresh connection" if fresh else "kept alive"].append(
-                    (time.perf_counter() - started) * 1000
-                )
+        # One deployment at a time, as a registry runs: an idle second service's
+        # background jobs would only add noise on 2 cores.
+        for label, mode_env in modes.items():
+            port = free_port()
+            services.append(start_service(mode_env, port))
+            api = f"http://127.0.0.1:{port}/api/v1"
+            if not timings:
+                for model in (*models.values(), "bench-plain"):
+                    http.post(
+                        f"{api}/models", headers=requester, json={"name": model}
+                    ).raise_for_status()
+                    for _ in range(2):
+                        http.post(
+                            f"{api}/models/{model}/versions",
+                            headers=requester,
+                            json={"run_id": run.info.run_id},
+                        ).raise_for_status()
+            timings[label] = promote(http, api, models[label], args.trials, requester, approvers)
+            stop(services.pop())
+            if not any(baselines.values()):
+                time_mlflow(server.uri, http, args.trials, baselines)
 
-        timings = {
-            label: promote(
-                http,
-                f"http://127.0.0.1:{port}/api/v1",
-                models[label],
-                args.trials,
-                requester,
-                approvers,
-            )
-            for label, port in ports.items()
-        }
-
-        print(f"{args.trials} trials after 5 warm-up; PostgreSQL for both; 2 cores shared")
+        print(f"{args.trials} trials after 5 warm-up; PostgreSQL for both; 2 cores")
         figures = {
             label: summary(f"MLflow transition-stage REST, {label}", samples)
             for label, samples in baselines.items()

@@ -70,8 +70,14 @@ class NamedLocks:
         conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             try:
-                conn.execute(text(f"SET lock_timeout = '{int(self.timeout * 1000)}ms'"))
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                # One round trip: the subquery sets the session's timeout before the wait.
+                conn.execute(
+                    text(
+                        "SELECT pg_advisory_lock(:k) "
+                        "FROM (SELECT set_config('lock_timeout', :t, false)) AS timeout"
+                    ),
+                    {"k": key, "t": f"{int(self.timeout * 1000)}ms"},
+                )
             except DBAPIError as exc:
                 conn.invalidate()
                 raise self._busy(name) from exc

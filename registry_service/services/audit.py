@@ -600,13 +600,18 @@ class AuditLog:
 
     def trail(self, subject: str) -> list[AuditEvent]:
         """Every event about ``subject``, oldest first."""
+        with self.db.read() as session:
+            return self.trail_in(session, subject)
+
+    @staticmethod
+    def trail_in(session: Session, subject: str) -> list[AuditEvent]:
+        """``trail`` as ``session`` sees it."""
         stmt = (
             select(AuditEventRow.__table__)
             .where(AuditEventRow.subject == subject)
             .order_by(AuditEventRow.seq)
         )
-        with self.db.read() as session:
-            return [_entity(r) for r in session.execute(stmt)]
+        return [_entity(r) for r in session.execute(stmt)]
 
     def _walk_parallel(
         self, after_seq: int, head_seq: int, expected_prev: str, workers: int, batch_size: int

@@ -3,7 +3,7 @@
 Plain statements on the tables, not the ORM's unit of work: a request is read with its
 approvals and comments in three statements whatever the batch size, and a step writes
 one UPDATE plus the approvals and comments it added. The approval that executes a
-promotion reads and writes its request three times, so this is on that path's clock.
+promotion reads and writes its request twice, so this is on that path's clock.
 """
 
 from __future__ import annotations
@@ -74,11 +74,14 @@ class PromotionRecords:
         self.session = session
         self._loaded: dict[int, tuple[int, int]] = {}
 
-    def select(self, stmt: Select) -> list[Promotion]:
-        """The requests ``stmt`` (built on ``requests()``) selects, in its order."""
+    def select(self, stmt: Select, *, children: bool = True) -> list[Promotion]:
+        """The requests ``stmt`` (built on ``requests()``) selects, in its order;
+        without ``children``, their approvals and comments are left unread (and empty)."""
         rows = self.session.execute(stmt).all()
-        if not rows:
-            return []
+        if not rows or not children:
+            loaded = [_to_domain(row, [], []) for row in rows]
+            self._loaded.update((p.id, (0, 0)) for p in loaded)
+            return loaded
         ids = [row.id for row in rows]
         approvals: dict[int, list[Approval]] = defaultdict(list)
         for a in self.session.execute(
@@ -94,6 +97,12 @@ class PromotionRecords:
         for p in loaded:
             self._loaded[p.id] = (len(p.approvals), len(p.comments))
         return loaded
+
+    def adopt_children(self, bare: Promotion, known: Promotion) -> None:
+        """Give ``bare`` (selected without children) the approvals and comments of
+        ``known``, the same request as this transaction found it unchanged."""
+        bare.approvals, bare.comments = list(known.approvals), list(known.comments)
+        self._loaded[bare.id] = (len(bare.approvals), len(bare.comments))
 
     def get(self, request_id: int, *, lock: bool = False) -> Promotion | None:
         stmt = requests().where(REQUESTS.c.id == request_id)

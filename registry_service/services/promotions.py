@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
@@ -30,6 +30,7 @@ from registry_service.domain.comparison import (
     compare_with_champion,
 )
 from registry_service.domain.entities import (
+    AuditEvent,
     Lineage,
     ModelVersion,
     Page,
@@ -210,8 +211,8 @@ class PromotionService:
     # -- audit helper: every step is an event about the request
     def _event(
         self, session: Session, ctx: Context, p: Promotion, action: str, after: dict[str, Any]
-    ) -> None:
-        self.audit.append(
+    ) -> AuditEvent:
+        return self.audit.append(
             session,
             ctx,
             action,
@@ -391,10 +392,14 @@ class PromotionService:
                     # Committed even though the caller's step is refused.
                     expired_at = self._expire(records, ctx, p, now).expires_at
                 else:
+                    # Every event about a request is written under its row lock, so this
+                    # and the events below are its whole trail.
+                    trail = self.audit.trail_in(session, p.subject)
                     events = step(p, now)
                     records.save(p)
-                    for action, after in events:
-                        self._event(session, ctx, p, action, after)
+                    p.audit_trail = trail + [
+                        self._event(session, ctx, p, action, after) for action, after in events
+                    ]
         except OpenRequestExists:
             existing = self._open_request_id(*slot)
             raise OpenRequestExists(
@@ -491,7 +496,7 @@ class PromotionService:
                 if settled is None:
                     return self.get(request_id)
                 p = settled
-        return self._with_trail(p)
+        return self._trailed(p)
 
     def reject(
         self, ctx: Context, principal: Principal, request_id: int, comment: str
@@ -500,7 +505,7 @@ class PromotionService:
             p.reject(principal, comment, now)
             return [("promotion.rejected", {"reviewer": principal.name, "comment": comment})]
 
-        return self._with_trail(self._change(ctx, request_id, step))
+        return self._change(ctx, request_id, step)
 
     def cancel(
         self, ctx: Context, principal: Principal, request_id: int, comment: str | None
@@ -509,14 +514,14 @@ class PromotionService:
             p.cancel(principal, comment, now)
             return [("promotion.cancelled", {"by": principal.name, "comment": comment})]
 
-        return self._with_trail(self._change(ctx, request_id, step))
+        return self._change(ctx, request_id, step)
 
     def comment(self, ctx: Context, principal: Principal, request_id: int, body: str) -> Promotion:
         def step(p: Promotion, now: datetime) -> list[Event]:
             p.comment(principal, body, now)
             return [("promotion.commented", {"author": principal.name, "comment": body})]
 
-        return self._with_trail(self._change(ctx, request_id, step))
+        return self._change(ctx, request_id, step)
 
     def retry(self, ctx: Context, principal: Principal, request_id: int) -> Promotion:
         def step(p: Promotion, now: datetime) -> list[Event]:
@@ -530,7 +535,7 @@ class PromotionService:
             ]
 
         settled = self._execute_or_defer(ctx, self._change(ctx, request_id, step))
-        return self._with_trail(settled) if settled else self.get(request_id)
+        return self._trailed(settled) if settled else self.get(request_id)
 
     # -- execution
     def _execute_or_defer(self, ctx: Context, p: Promotion) -> Promotion | None:
@@ -726,18 +731,29 @@ class PromotionService:
             self.gateway.transition_stage(p.model_name, archived, Stage.parse(p.target.name), False)
 
     def _settle_executed(self, ctx: Context, p: Promotion, outcome: dict[str, Any]) -> Promotion:
+        """Record the move; ``p`` is the request as its claim left it."""
         try:
             with self.db.transaction() as session:
                 records = PromotionRecords(session)
-                done = records.get(p.id, lock=True)
                 # Every request row before the audit chain, as each step on a request
                 # takes them: the other order deadlocks against a step on a stale one.
-                stale = self._lock_stale(records, done, outcome)
+                locked = records.select(self._settling(p, outcome), children=False)
+                done = next(r for r in locked if r.id == p.id)
+                if done.updated_at == p.updated_at:
+                    # Untouched since the claim (every step moves updated_at).
+                    trail = p.audit_trail
+                    records.adopt_children(done, p)
+                else:
+                    trail = []
+                    done = records.get(p.id)
                 done.executed(outcome, self.clock())
                 records.save(done)
-                self._event(session, ctx, done, "promotion.executed", {"outcome": outcome})
-                self._model_change_event(session, ctx, done, outcome)
-                self._supersede(records, ctx, done, stale)
+                events = [
+                    self._event(session, ctx, done, "promotion.executed", {"outcome": outcome}),
+                    self._model_change_event(session, ctx, done, outcome),
+                ]
+                self._supersede(records, ctx, done, [r for r in locked if r.id != p.id])
+                done.audit_trail = trail + events if trail else []
                 return done
         except RegistryError as exc:
             try:
@@ -761,7 +777,7 @@ class PromotionService:
 
     def _model_change_event(
         self, session: Session, ctx: Context, p: Promotion, outcome: dict[str, Any]
-    ) -> None:
+    ) -> AuditEvent:
         if p.target.type is TargetType.ALIAS:
             action = "alias.set"
             before = {"alias": p.target.name, "version": p.replaces_version}
@@ -770,7 +786,7 @@ class PromotionService:
             action = "version.stage_changed"
             before = {"stage": outcome.get("from_stage")}
             after = {"stage": p.target.name, "archived_versions": outcome.get("archived_versions")}
-        self.audit.append(
+        return self.audit.append(
             session,
             ctx,
             action,
@@ -781,11 +797,10 @@ class PromotionService:
             after={**after, "promotion_request": p.id},
         )
 
-    def _lock_stale(
-        self, records: PromotionRecords, done: Promotion, outcome: dict[str, Any]
-    ) -> list[Promotion]:
-        """The open requests this move makes stale, locked; the move's own transaction
-        settles them.
+    @staticmethod
+    def _settling(done: Promotion, outcome: dict[str, Any]) -> Select:
+        """The executed request and the open ones its move makes stale, to lock in one
+        statement, in id order; the move's own transaction settles them.
 
         Stale: requests for the moved target opened to replace another holder than the
         version now there, and requests for the stage the version left that were opened
@@ -808,14 +823,18 @@ class PromotionService:
                     PromotionRequestRow.replaces_version == done.version,
                 )
             )
-        return records.select(
+        return (
             requests()
             .where(
                 PromotionRequestRow.model_name == done.model_name,
-                PromotionRequestRow.id != done.id,
-                PromotionRequestRow.status.in_(OPEN_STATUSES),
-                PromotionRequestRow.execution_started_at.is_(None),
-                or_(*(and_(*conditions) for conditions in stale)),
+                or_(
+                    PromotionRequestRow.id == done.id,
+                    and_(
+                        PromotionRequestRow.status.in_(OPEN_STATUSES),
+                        PromotionRequestRow.execution_started_at.is_(None),
+                        or_(*(and_(*conditions) for conditions in stale)),
+                    ),
+                ),
             )
             .order_by(PromotionRequestRow.id)
             .with_for_update()
@@ -878,6 +897,11 @@ class PromotionService:
     def _with_trail(self, p: Promotion) -> Promotion:
         p.audit_trail = self.audit.trail(p.subject)
         return p
+
+    def _trailed(self, p: Promotion) -> Promotion:
+        """``p`` with its trail: kept from its steps when they read it (a request's trail
+        is never empty), else read."""
+        return p if p.audit_trail else self._with_trail(p)
 
     def comparison(self, p: Promotion) -> ChampionComparison:
         """The request's candidate, as snapshotted when it was opened, beside the version
