@@ -3,9 +3,10 @@
 MLflow's SqlAlchemyStore reads a version in several round trips through its ORM: a
 pre-pinged connection checkout, the version, its tags, then the model's aliases. A
 version read is the service's most frequent call, so direct-store mode reads the same
-rows with two plain statements. A stage move, the write every executed promotion makes,
-is MLflow's own statements (archive the stage's versions, move the version, touch the
-model) without the ORM's reload of the whole model. The tables are the ones the
+rows with two plain statements, and every version of a model with one. A stage move,
+the write every executed promotion makes, is MLflow's own statements (archive the
+stage's versions, move the version, touch the model) without the ORM's reload of the
+whole model. The tables are the ones the
 installed mlflow expects: the gateway refuses a database whose MLflow schema revision
 differs (checked at start), and a test holds each statement to MLflow's own store.
 """
@@ -40,13 +41,15 @@ _TAGS_AND_ALIASES = text(
 )
 
 
+# Every version with its tags, a row per tag (or one without): one round trip.
 _VERSIONS = text(
-    f"SELECT {_COLUMNS} FROM model_versions "
-    "WHERE workspace = :ws AND name = :name AND current_stage != :deleted "
-    "ORDER BY version DESC"
-)
-_ALL_TAGS = text(
-    "SELECT version, key, value FROM model_version_tags WHERE workspace = :ws AND name = :name"
+    "SELECT "
+    + ", ".join(f"v.{column.strip()}" for column in _COLUMNS.split(","))
+    + ", t.key AS tag_key, t.value AS tag_value FROM model_versions v "
+    "LEFT JOIN model_version_tags t ON t.workspace = v.workspace AND t.name = v.name "
+    "AND t.version = v.version "
+    "WHERE v.workspace = :ws AND v.name = :name AND v.current_stage != :deleted "
+    "ORDER BY v.version DESC"
 )
 
 # SqlAlchemyStore.transition_model_version_stage, statement for statement.
@@ -143,12 +146,15 @@ class DirectSql:
 
     def _read_all(self, name: str) -> list[ModelVersion]:
         with self.engine.connect() as conn:
-            rows = conn.execute(_VERSIONS, {"ws": WORKSPACE, "name": name, "deleted": DELETED})
-            rows = rows.all()
-            tags: dict[int, dict[str, str]] = {}
-            for version, key, value in conn.execute(_ALL_TAGS, {"ws": WORKSPACE, "name": name}):
-                tags.setdefault(int(version), {})[key] = value
-        return [self._version(row, tags.get(int(row.version), {}), []) for row in rows]
+            rows = conn.execute(
+                _VERSIONS, {"ws": WORKSPACE, "name": name, "deleted": DELETED}
+            ).all()
+        versions: dict[int, tuple] = {}  # newest first, as the rows come
+        for row in rows:
+            _, tags = versions.setdefault(int(row.version), (row, {}))
+            if row.tag_key is not None:
+                tags[row.tag_key] = row.tag_value
+        return [self._version(row, tags, []) for row, tags in versions.values()]
 
     def _read(self, name: str, version: int) -> ModelVersion | None:
         args = {"ws": WORKSPACE, "name": name, "version": version}

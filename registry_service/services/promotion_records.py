@@ -1,7 +1,7 @@
 """Promotion requests as stored: loaded into the domain model and written back.
 
 Plain statements on the tables, not the ORM's unit of work: a request is read with its
-approvals and comments in three statements whatever the batch size, and a step writes
+approvals and comments in two statements whatever the batch size, and a step writes
 one UPDATE plus the approvals and comments it added. The approval that executes a
 promotion reads and writes its request twice, so this is on that path's clock.
 """
@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import Select, cast, insert, null, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,29 @@ COMMENTS = PromotionCommentRow.__table__
 def requests() -> Select:
     """Every column of the requests table, for ``PromotionRecords.select``."""
     return select(REQUESTS)
+
+
+def _children(ids: list[int]) -> Select:
+    """The requests' approvals (``kind`` NULL) and comments, each in insertion order, in
+    one statement."""
+    approvals = select(
+        APPROVALS.c.request_id,
+        APPROVALS.c.id,
+        cast(null(), COMMENTS.c.kind.type).label("kind"),
+        APPROVALS.c.approver.label("author"),
+        APPROVALS.c.comment.label("body"),
+        APPROVALS.c.created_at,
+    ).where(APPROVALS.c.request_id.in_(ids))
+    comments = select(
+        COMMENTS.c.request_id,
+        COMMENTS.c.id,
+        COMMENTS.c.kind,
+        COMMENTS.c.author,
+        COMMENTS.c.body,
+        COMMENTS.c.created_at,
+    ).where(COMMENTS.c.request_id.in_(ids))
+    both = union_all(approvals, comments).subquery()
+    return select(both).order_by(both.c.kind.is_not(None), both.c.id)
 
 
 def _to_domain(row: Any, approvals: list[Approval], comments: list[Comment]) -> Promotion:
@@ -82,17 +105,13 @@ class PromotionRecords:
             loaded = [_to_domain(row, [], []) for row in rows]
             self._loaded.update((p.id, (0, 0)) for p in loaded)
             return loaded
-        ids = [row.id for row in rows]
         approvals: dict[int, list[Approval]] = defaultdict(list)
-        for a in self.session.execute(
-            select(APPROVALS).where(APPROVALS.c.request_id.in_(ids)).order_by(APPROVALS.c.id)
-        ):
-            approvals[a.request_id].append(Approval(a.approver, a.comment, a.created_at))
         comments: dict[int, list[Comment]] = defaultdict(list)
-        for c in self.session.execute(
-            select(COMMENTS).where(COMMENTS.c.request_id.in_(ids)).order_by(COMMENTS.c.id)
-        ):
-            comments[c.request_id].append(Comment(c.author, c.kind, c.body, c.created_at))
+        for c in self.session.execute(_children([row.id for row in rows])):
+            if c.kind is None:
+                approvals[c.request_id].append(Approval(c.author, c.body, c.created_at))
+            else:
+                comments[c.request_id].append(Comment(c.author, c.kind, c.body, c.created_at))
         loaded = [_to_domain(row, approvals[row.id], comments[row.id]) for row in rows]
         for p in loaded:
             self._loaded[p.id] = (len(p.approvals), len(p.comments))
