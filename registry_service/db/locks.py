@@ -35,6 +35,13 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
+# One round trip: the subquery sets the session's timeout before the wait.
+_ADVISORY = text(
+    "SELECT pg_advisory_lock(:k) FROM (SELECT set_config('lock_timeout', :t, false)) AS timeout"
+)
+_TRY_ADVISORY = text("SELECT pg_try_advisory_lock(:k)")
+
+
 class NamedLocks:
     def __init__(self, db: Database, timeout: float = 30.0) -> None:
         self.db = db
@@ -47,40 +54,39 @@ class NamedLocks:
                 self._dir = Path(database).resolve().parent / "locks"
 
     @contextmanager
-    def hold(self, name: str) -> Iterator[None]:
+    def hold(self, name: str, *, wait: bool = True) -> Iterator[None]:
+        """Hold ``name``, waiting up to ``timeout`` for it; without ``wait``, raise
+        ``LockBusy`` at once when it is taken (safe while holding database rows)."""
+        timeout = self.timeout if wait else 0.0
         if self.db.dialect == "postgresql":
-            with self._advisory(name):
+            with self._advisory(name, timeout):
                 yield
         elif self._dir is not None:
-            with self._flock(name):
+            with self._flock(name, timeout):
                 yield
         else:
-            with self._thread_lock():
+            with self._thread_lock(timeout):
                 yield
 
-    def _busy(self, name: str) -> LockBusy:
-        return LockBusy(
-            f"another execution on {name} held its lock for over {self.timeout:.0f}s; "
-            "nothing was changed, try again"
-        )
+    def _busy(self, name: str, timeout: float) -> LockBusy:
+        held = f"held its lock for over {timeout:.0f}s" if timeout else "holds its lock"
+        return LockBusy(f"another execution on {name} {held}; nothing was changed, try again")
 
     @contextmanager
-    def _advisory(self, name: str) -> Iterator[None]:
+    def _advisory(self, name: str, timeout: float) -> Iterator[None]:
         key = lock_key(name)
         conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             try:
-                # One round trip: the subquery sets the session's timeout before the wait.
-                conn.execute(
-                    text(
-                        "SELECT pg_advisory_lock(:k) "
-                        "FROM (SELECT set_config('lock_timeout', :t, false)) AS timeout"
-                    ),
-                    {"k": key, "t": f"{int(self.timeout * 1000)}ms"},
-                )
+                if timeout:
+                    taken = conn.execute(_ADVISORY, {"k": key, "t": f"{int(timeout * 1000)}ms"})
+                else:
+                    taken = conn.execute(_TRY_ADVISORY, {"k": key})
             except DBAPIError as exc:
                 conn.invalidate()
-                raise self._busy(name) from exc
+                raise self._busy(name, timeout) from exc
+            if taken.scalar() is False:
+                raise self._busy(name, timeout)
             try:
                 yield
             finally:
@@ -93,20 +99,20 @@ class NamedLocks:
             conn.close()
 
     @contextmanager
-    def _flock(self, name: str) -> Iterator[None]:
+    def _flock(self, name: str, timeout: float) -> Iterator[None]:
         assert self._dir is not None
         self._dir.mkdir(parents=True, exist_ok=True)
         path = self._dir / (hashlib.sha256(name.encode("utf-8")).hexdigest()[:32] + ".lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + self.timeout
+            deadline = time.monotonic() + timeout
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError as exc:
                     if time.monotonic() >= deadline:
-                        raise self._busy(name) from exc
+                        raise self._busy(name, timeout) from exc
                     time.sleep(0.01)
             try:
                 yield
@@ -116,10 +122,10 @@ class NamedLocks:
             os.close(fd)
 
     @contextmanager
-    def _thread_lock(self) -> Iterator[None]:
+    def _thread_lock(self, timeout: float) -> Iterator[None]:
         # In-memory SQLite lives in one process; one lock for all names is enough.
-        if not self._local.acquire(timeout=self.timeout):
-            raise self._busy("the database")
+        if not self._local.acquire(timeout=timeout if timeout else -1, blocking=bool(timeout)):
+            raise self._busy("the database", timeout)
         try:
             yield
         finally:

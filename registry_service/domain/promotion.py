@@ -58,15 +58,6 @@ class Comment:
     created_at: datetime
 
 
-def is_self_review(rule: PolicyRule, requester: str, principal: Principal) -> bool:
-    return principal.name == requester and not rule.allow_self_approval
-
-
-def may_review(rule: PolicyRule, requester: str, principal: Principal) -> bool:
-    """Whether ``principal`` may approve or reject a request under ``rule``."""
-    return not is_self_review(rule, requester, principal) and rule.eligibility(principal) is None
-
-
 @dataclass
 class Promotion:
     id: int | None
@@ -175,7 +166,7 @@ class Promotion:
             )
 
     def _check_reviewer(self, principal: Principal, action: str) -> None:
-        if is_self_review(self.rule, self.requester, principal):
+        if principal.name == self.requester and not self.rule.allow_self_approval:
             raise SelfApproval(
                 f"{principal.name!r} opened request {self.id} and the policy for "
                 f"{self.target} does not let requesters {action} their own request"

@@ -371,42 +371,131 @@ def _sqlite_append(model_changed: bool) -> tuple[Any, ...]:
     return insert_event, move_head, upsert
 
 
-# The whole append in one statement: lock the head, take the event's hash of the
-# canonical text with the head's hash and next seq put in its gaps, insert the event,
-# move the head. The lock is then held for this statement and the commit only, with
-# no round trip to us in between.
-_POSTGRES_APPEND = text(
-    """
+@functools.cache
+def _postgres_append(n: int) -> Any:
+    """The whole append of ``n`` events in one statement: lock the head, take each
+    event's hash of its canonical text with its predecessor's hash and seq put in the
+    gaps, insert the events, move the head. The lock is then held for this statement
+    and the commit only, with no round trip to us in between. Parameters of event ``i``
+    end in ``_i``."""
+    links = []
+    for i in range(n):
+        prev = "head" if i == 0 else f"e{i - 1}"
+        # The time is taken once the lock is held, so times follow the chain's order.
+        source = "head, LATERAL (SELECT clock_timestamp() AS occurred_at) AS now"
+        at = "now.occurred_at" if i == 0 else f"{prev}.occurred_at"
+        links.append(
+            f"""e{i} AS (
+    SELECT {prev}.seq + 1 AS seq, {prev}.hash AS prev_hash, {prev}.webhooks_seq,
+           {at} AS occurred_at,
+           encode(sha256(convert_to(
+               :p0_{i} || to_char(timezone('UTC', {at}), 'YYYY-MM-DD"T"HH24:MI:SS.US')
+               || '+00:00' || :p1_{i} || {prev}.hash || :p2_{i} || ({prev}.seq + 1)::text
+               || :p3_{i}, 'UTF8'
+           )), 'hex') AS hash
+    FROM {source if i == 0 else prev}
+)"""
+        )
+    rows = "\n    UNION ALL ".join(
+        f"SELECT seq, occurred_at, CAST(:actor_{i} AS text), CAST(:action_{i} AS text), "
+        f"CAST(:model_name_{i} AS text), CAST(:model_version_{i} AS integer), "
+        f"CAST(:request_id_{i} AS text), CAST(:subject_{i} AS text), "
+        f"CAST(:before_{i} AS json), CAST(:after_{i} AS json), prev_hash, hash FROM e{i}"
+        for i in range(n)
+    )
+    changes = "\n    UNION ALL ".join(
+        f"SELECT CAST(:model_name_{i} AS text), seq FROM e{i} WHERE :serving_change_{i}"
+        for i in range(n)
+    )
+    results = " UNION ALL ".join(
+        f"SELECT seq, prev_hash, hash, webhooks_seq, occurred_at FROM e{i}" for i in range(n)
+    )
+    return text(
+        f"""
 WITH head AS (
     SELECT seq, hash, webhooks_seq FROM audit_chain_head WHERE id = 1 FOR UPDATE
-), new_event AS (
-    -- The time is taken once the lock is held, so times follow the chain's order.
-    SELECT head.seq + 1 AS seq, head.hash AS prev_hash, head.webhooks_seq, now.occurred_at,
-           encode(sha256(convert_to(
-               :p0 || to_char(timezone('UTC', now.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
-               || '+00:00' || :p1 || head.hash || :p2 || (head.seq + 1)::text || :p3, 'UTF8'
-           )), 'hex') AS hash
-    FROM head, LATERAL (SELECT clock_timestamp() AS occurred_at) AS now
-), appended AS (
+), {", ".join(links)}, appended AS (
     INSERT INTO audit_events (seq, occurred_at, actor, action, model_name, model_version,
                               request_id, subject, before, after, prev_hash, hash)
-    SELECT seq, occurred_at, :actor, :action, :model_name, :model_version,
-           :request_id, :subject, CAST(:before AS json), CAST(:after AS json), prev_hash, hash
-    FROM new_event
+    {rows}
 ), moved AS (
     UPDATE audit_chain_head
-    SET seq = new_event.seq, hash = new_event.hash,
-        webhooks_seq = CASE WHEN :webhook_change THEN new_event.seq
-                            ELSE new_event.webhooks_seq END
-    FROM new_event WHERE audit_chain_head.id = 1
+    SET seq = last.seq, hash = last.hash,
+        webhooks_seq = CASE WHEN :webhook_change THEN last.seq ELSE last.webhooks_seq END
+    FROM e{n - 1} AS last WHERE audit_chain_head.id = 1
 ), changed AS (
     INSERT INTO model_changes (model_name, generation)
-    SELECT :model_name, seq FROM new_event WHERE :serving_change
+    {changes}
     ON CONFLICT (model_name) DO UPDATE SET generation = excluded.generation
 )
-SELECT seq, prev_hash, hash, webhooks_seq, occurred_at FROM new_event
+{results} ORDER BY seq
 """
-)
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An event to append, as its writer gives it; the append adds its place in the
+    chain (seq, time, hashes)."""
+
+    action: str
+    model_name: str | None = None
+    model_version: int | None = None
+    subject: str | None = None
+    before: Any = None
+    after: Any = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An entry with what its append needs that does not depend on the chain's head."""
+
+    fields: dict[str, Any]
+    before: Any
+    after: Any
+    parts: tuple[str, str, str, str]
+    params: dict[str, Any]
+    webhook_change: bool
+    serving_change: bool
+
+
+def _prepare(ctx: Context, entry: Entry) -> _Prepared:
+    before, after = to_json_value(entry.before), to_json_value(entry.after)
+    before_text, after_text = CANONICAL_JSON.encode(before), CANONICAL_JSON.encode(after)
+    fields = {
+        "actor": ctx.actor,
+        "action": entry.action,
+        "model_name": entry.model_name,
+        "model_version": entry.model_version,
+        "request_id": ctx.request_id,
+        "subject": entry.subject,
+    }
+    parts = canonical_parts(
+        ctx.actor,
+        entry.action,
+        entry.model_name,
+        entry.model_version,
+        ctx.request_id,
+        before_text,
+        after_text,
+        entry.subject,
+    )
+    serving_change = entry.model_name is not None and entry.action in SERVING_CHANGES
+    return _Prepared(
+        fields=fields,
+        before=before,
+        after=after,
+        parts=parts,
+        params={
+            **fields,
+            **dict(zip(("p0", "p1", "p2", "p3"), parts, strict=True)),
+            "before": None if before is None else before_text,
+            "after": None if after is None else after_text,
+            "serving_change": serving_change,
+        },
+        webhook_change=entry.action.startswith("webhook."),
+        serving_change=serving_change,
+    )
 
 
 def _webhooks(session: Session) -> list[tuple[int, list[str]]]:
@@ -436,83 +525,84 @@ class AuditLog:
         before: Any = None,
         after: Any = None,
     ) -> AuditEvent:
-        """Add one event inside ``session``'s transaction.
+        """Add one event inside ``session``'s transaction (see ``append_all``)."""
+        entry = Entry(action, model_name, model_version, subject, before, after)
+        return self.append_all(session, ctx, [entry])[0]
+
+    def append_all(self, session: Session, ctx: Context, entries: list[Entry]) -> list[AuditEvent]:
+        """Add events, in order, inside ``session``'s transaction; on PostgreSQL in one
+        statement.
 
         The chain head row is locked first, so concurrent appends queue up and the
         chain never forks; the lock is released when the caller commits. Appends are
         serialised on it, so everything that does not depend on the head is done
         before it is taken.
         """
+        if not entries:
+            return []
+        serving = sum(e.model_name is not None and e.action in SERVING_CHANGES for e in entries)
+        if len(entries) > 1 and (
+            serving > 1 or any(e.action.startswith("webhook.") for e in entries)
+        ):
+            # One statement moves a model's generation and the webhooks' mark once.
+            return [self.append_all(session, ctx, [e])[0] for e in entries]
         session.flush()  # the caller's own writes, before the lock is taken
-        before, after = to_json_value(before), to_json_value(after)
-        before_text, after_text = CANONICAL_JSON.encode(before), CANONICAL_JSON.encode(after)
-        parts = canonical_parts(
-            ctx.actor,
-            action,
-            model_name,
-            model_version,
-            ctx.request_id,
-            before_text,
-            after_text,
-            subject,
-        )
-        webhook_change = action.startswith("webhook.")
-        serving_change = model_name is not None and action in SERVING_CHANGES
-        fields = {
-            "actor": ctx.actor,
-            "action": action,
-            "model_name": model_name,
-            "model_version": model_version,
-            "request_id": ctx.request_id,
-            "subject": subject,
-        }
+        prepared = [_prepare(ctx, entry) for entry in entries]
         if session.get_bind().dialect.name == "postgresql":
+            params: dict[str, Any] = {"webhook_change": prepared[0].webhook_change}
+            for i, p in enumerate(prepared):
+                params.update({f"{k}_{i}": v for k, v in p.params.items()})
             with self._queue(session):
-                seq, prev_hash, digest, webhooks_seq, occurred_at = session.execute(
-                    _POSTGRES_APPEND,
-                    {
-                        **fields,
-                        **dict(zip(("p0", "p1", "p2", "p3"), parts, strict=True)),
-                        "before": None if before is None else before_text,
-                        "after": None if after is None else after_text,
-                        "webhook_change": webhook_change,
-                        "serving_change": serving_change,
-                    },
-                ).one()
-            event = AuditEvent(
-                **fields,
-                seq=seq,
-                occurred_at=occurred_at.astimezone(UTC),
-                before=before,
-                after=after,
-                prev_hash=prev_hash,
-                hash=digest,
-            )
+                rows = session.execute(_postgres_append(len(prepared)), params).all()
+            events = [
+                AuditEvent(
+                    **p.fields,
+                    seq=seq,
+                    occurred_at=occurred_at.astimezone(UTC),
+                    before=p.before,
+                    after=p.after,
+                    prev_hash=prev_hash,
+                    hash=digest,
+                )
+                for p, (seq, prev_hash, digest, _, occurred_at) in zip(prepared, rows, strict=True)
+            ]
+            webhooks_seq = rows[-1].webhooks_seq
         else:
-            head = self._lock_head(session)
-            seq, prev_hash, webhooks_seq = head.seq + 1, head.hash, head.webhooks_seq
-            occurred_at = utcnow()  # microseconds: what both SQLite and PostgreSQL keep
-            p0, p1, p2, p3 = parts
-            event = AuditEvent(
-                **fields,
-                seq=seq,
-                occurred_at=occurred_at,
-                before=before,
-                after=after,
-                prev_hash=prev_hash,
-                hash=_sha256(p0 + _iso(occurred_at) + p1 + prev_hash + p2 + str(seq) + p3),
-            )
-            params = {f"e_{c}": getattr(event, c) for c in _EVENT_COLUMNS}
-            params["h_webhooks_seq"] = seq if webhook_change else webhooks_seq
-            for statement in _sqlite_append(serving_change):
-                session.execute(statement, params)
+            events = []
+            for p in prepared:
+                event, webhooks_seq = self._sqlite_append(session, p)
+                events.append(event)
         # A webhook change is announced to the webhooks as this transaction leaves
         # them, which no other process has seen yet: read, never remembered.
-        hooks = _webhooks(session) if webhook_change else self._webhooks_for(session, webhooks_seq)
+        if prepared[0].webhook_change:
+            hooks = _webhooks(session)
+        else:
+            hooks = self._webhooks_for(session, webhooks_seq)
         if hooks:
-            enqueue(session, hooks, event.seq, action)
+            for event in events:
+                enqueue(session, hooks, event.seq, event.action)
             session.flush()
-        return event
+        return events
+
+    def _sqlite_append(self, session: Session, p: _Prepared) -> tuple[AuditEvent, int]:
+        head = self._lock_head(session)
+        seq, prev_hash, webhooks_seq = head.seq + 1, head.hash, head.webhooks_seq
+        occurred_at = utcnow()  # microseconds: what both SQLite and PostgreSQL keep
+        p0, p1, p2, p3 = p.parts
+        event = AuditEvent(
+            **p.fields,
+            seq=seq,
+            occurred_at=occurred_at,
+            before=p.before,
+            after=p.after,
+            prev_hash=prev_hash,
+            hash=_sha256(p0 + _iso(occurred_at) + p1 + prev_hash + p2 + str(seq) + p3),
+        )
+        params = {f"e_{c}": getattr(event, c) for c in _EVENT_COLUMNS}
+        params["h_webhooks_seq"] = seq if p.webhook_change else webhooks_seq
+        for statement in _sqlite_append(p.serving_change):
+            session.execute(statement, params)
+        return event, webhooks_seq
 
     def _lock_head(self, session: Session) -> Any:
         with self._queue(session):

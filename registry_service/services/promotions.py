@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from registry_service.db.base import utcnow
@@ -41,8 +41,8 @@ from registry_service.domain.entities import (
 )
 from registry_service.domain.names import INT32_MAX, check_model_name
 from registry_service.domain.paging import decode_position, encode_token
-from registry_service.domain.policy import PolicyRule, Target, TargetType
-from registry_service.domain.promotion import Promotion, Status, may_review
+from registry_service.domain.policy import Target, TargetType
+from registry_service.domain.promotion import Promotion, Status
 from registry_service.errors import (
     ConsistencyError,
     IllegalTransition,
@@ -55,14 +55,12 @@ from registry_service.errors import (
     VersionNotFound,
 )
 from registry_service.gateway.base import RegistryGateway
-from registry_service.services.audit import AuditLog, to_json_value
+from registry_service.services.audit import AuditLog, Entry, to_json_value
 from registry_service.services.context import Context
 from registry_service.services.history import HistoryService, holders_now
 from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService, eligible_approvers
 from registry_service.services.promotion_records import (
-    APPROVALS,
-    REQUESTS,
     PromotionRecords,
     requests,
 )
@@ -208,19 +206,21 @@ class PromotionService:
         self.history = history
         self.clock = clock
 
-    # -- audit helper: every step is an event about the request
-    def _event(
-        self, session: Session, ctx: Context, p: Promotion, action: str, after: dict[str, Any]
-    ) -> AuditEvent:
-        return self.audit.append(
-            session,
-            ctx,
+    # -- audit helpers: every step is an event about the request
+    @staticmethod
+    def _entry(p: Promotion, action: str, after: dict[str, Any]) -> Entry:
+        return Entry(
             action,
             model_name=p.model_name,
             model_version=p.version,
             subject=p.subject,
             after={"request_id": p.id, "status": p.status.value, **after},
         )
+
+    def _event(
+        self, session: Session, ctx: Context, p: Promotion, action: str, after: dict[str, Any]
+    ) -> AuditEvent:
+        return self.audit.append_all(session, ctx, [self._entry(p, action, after)])[0]
 
     # -- opening a request
     def create(
@@ -397,9 +397,9 @@ class PromotionService:
                     trail = self.audit.trail_in(session, p.subject)
                     events = step(p, now)
                     records.save(p)
-                    p.audit_trail = trail + [
-                        self._event(session, ctx, p, action, after) for action, after in events
-                    ]
+                    p.audit_trail = trail + self.audit.append_all(
+                        session, ctx, [self._entry(p, action, after) for action, after in events]
+                    )
         except OpenRequestExists:
             existing = self._open_request_id(*slot)
             raise OpenRequestExists(
@@ -415,87 +415,53 @@ class PromotionService:
             )
         return p
 
-    def _completing_lock(self, request_id: int, principal: Principal) -> str | None:
-        """The target's lock, when this principal's approval would complete the quorum
-        (so a refused approval never waits for it)."""
-        with self.db.read() as session:
-            row = session.execute(
-                select(
-                    REQUESTS.c.model_name,
-                    REQUESTS.c.target_type,
-                    REQUESTS.c.target,
-                    REQUESTS.c.status,
-                    REQUESTS.c.rule,
-                    REQUESTS.c.requester,
-                    select(func.count())
-                    .where(APPROVALS.c.request_id == REQUESTS.c.id)
-                    .scalar_subquery()
-                    .label("approvals"),
-                    select(func.count())
-                    .where(
-                        APPROVALS.c.request_id == REQUESTS.c.id,
-                        APPROVALS.c.approver == principal.name,
-                    )
-                    .scalar_subquery()
-                    .label("by_caller"),
-                ).where(REQUESTS.c.id == request_id)
-            ).first()
-        if row is None or row.status != Status.PENDING.value or row.by_caller:
-            return None
-        rule = PolicyRule.from_dict(row.rule)
-        if row.approvals + 1 < rule.required_approvals:
-            return None
-        if not may_review(rule, row.requester, principal):
-            return None
-        return _lock_name(row.model_name, Target(TargetType(row.target_type), row.target))
-
     def approve(
         self, ctx: Context, principal: Principal, request_id: int, comment: str | None
     ) -> Promotion:
-        """An approval that completes the quorum takes the target's lock first, then
-        records itself and the execution's start in one transaction, and executes."""
-        reached = claim = busy = False
+        """The approval that completes the quorum takes the target's lock (if free) and
+        records the execution's start with itself, in one transaction, then executes."""
+        reached = claimed = False
 
-        def step(p: Promotion, now: datetime) -> list[Event]:
-            nonlocal reached
-            reached = p.approve(principal, comment, now)
-            events = [
-                (
-                    "promotion.approved",
-                    {
-                        "approver": principal.name,
-                        "comment": comment,
-                        "received_approvals": p.received_approvals,
-                        "required_approvals": p.required_approvals,
-                        "quorum_reached": reached,
-                    },
-                )
-            ]
-            if reached and claim:
-                p.start_execution(now)
-                events.append(("promotion.execution_started", {"attempt": p.attempts}))
-            return events
-
-        lock = self._completing_lock(request_id, principal)
         with ExitStack() as held:
-            if lock is not None:
-                try:
-                    held.enter_context(self.locks.hold(lock))
-                    claim = True
-                except LockBusy:
-                    busy = True
+
+            def step(p: Promotion, now: datetime) -> list[Event]:
+                nonlocal reached, claimed
+                reached = p.approve(principal, comment, now)
+                events = [
+                    (
+                        "promotion.approved",
+                        {
+                            "approver": principal.name,
+                            "comment": comment,
+                            "received_approvals": p.received_approvals,
+                            "required_approvals": p.required_approvals,
+                            "quorum_reached": reached,
+                        },
+                    )
+                ]
+                if reached:
+                    # Never waited for here, under the request's row lock: an execution
+                    # holding the target may need that row (to supersede this request).
+                    try:
+                        held.enter_context(
+                            self.locks.hold(_lock_name(p.model_name, p.target), wait=False)
+                        )
+                    except LockBusy:
+                        return events
+                    claimed = True
+                    p.start_execution(now)
+                    events.append(("promotion.execution_started", {"attempt": p.attempts}))
+                return events
+
             p = self._change(ctx, request_id, step)
-            if reached and claim:
+            if claimed:
                 p = self._run(ctx, p)
-        if reached and not claim:
-            if busy:
-                log.warning("request %s approved; execution deferred to the sweep", request_id)
-            else:
-                # Another approval landed between the check and this one.
-                settled = self._execute_or_defer(ctx, p)
-                if settled is None:
-                    return self.get(request_id)
-                p = settled
+        if reached and not claimed:
+            # Another execution holds the target: wait for it outside any row lock.
+            settled = self._execute_or_defer(ctx, p)
+            if settled is None:
+                return self.get(request_id)
+            p = settled
         return self._trailed(p)
 
     def reject(
@@ -748,10 +714,14 @@ class PromotionService:
                     done = records.get(p.id)
                 done.executed(outcome, self.clock())
                 records.save(done)
-                events = [
-                    self._event(session, ctx, done, "promotion.executed", {"outcome": outcome}),
-                    self._model_change_event(session, ctx, done, outcome),
-                ]
+                events = self.audit.append_all(
+                    session,
+                    ctx,
+                    [
+                        self._entry(done, "promotion.executed", {"outcome": outcome}),
+                        self._model_change(done, outcome),
+                    ],
+                )
                 self._supersede(records, ctx, done, [r for r in locked if r.id != p.id])
                 done.audit_trail = trail + events if trail else []
                 return done
@@ -775,9 +745,8 @@ class PromotionService:
                 reverted=True,
             ) from exc
 
-    def _model_change_event(
-        self, session: Session, ctx: Context, p: Promotion, outcome: dict[str, Any]
-    ) -> AuditEvent:
+    @staticmethod
+    def _model_change(p: Promotion, outcome: dict[str, Any]) -> Entry:
         if p.target.type is TargetType.ALIAS:
             action = "alias.set"
             before = {"alias": p.target.name, "version": p.replaces_version}
@@ -786,9 +755,7 @@ class PromotionService:
             action = "version.stage_changed"
             before = {"stage": outcome.get("from_stage")}
             after = {"stage": p.target.name, "archived_versions": outcome.get("archived_versions")}
-        return self.audit.append(
-            session,
-            ctx,
+        return Entry(
             action,
             model_name=p.model_name,
             model_version=p.version,

@@ -221,3 +221,50 @@ def test_a_transaction_holding_the_chain_does_not_queue_behind_its_own_waiter(
     assert not any(t.is_alive() for t in threads), "an append queued behind its own waiter"
     assert results == {"settle": True, "other": 8}
     assert log.verify().ok
+
+
+def test_events_appended_together_chain_as_if_appended_one_by_one(audit_db):
+    """A step's events go in with one statement: each links to the one before, the
+    model's generation is its serving change's seq, and a webhook is owed every event;
+    two serving changes in one call are appended one at a time."""
+    from registry_service.db.models import ModelChangeRow, WebhookDeliveryRow
+    from registry_service.integrations.webhooks import WebhookService
+    from registry_service.services.audit import Entry
+
+    db, log = audit_db
+    WebhookService(db, log, public_url="http://registry.example").create(
+        CTX, "https://hooks.example/a", ["promotion.*", "version.*"]
+    )
+    with db.transaction() as session:
+        events = log.append_all(
+            session,
+            CTX,
+            [
+                Entry("promotion.executed", "m", 2, "promotion:9", after={"n": 1}),
+                Entry("version.stage_changed", "m", 2, "promotion:9", {"stage": "None"}),
+                Entry("promotion.commented", "m", 2, "promotion:9", after={"n": "é\x01"}),
+            ],
+        )
+        both = log.append_all(
+            session,
+            CTX,
+            [Entry("alias.set", "m2", 1, after={"v": 1}), Entry("alias.set", "m2", 2)],
+        )
+    assert [e.seq for e in events + both] == [7, 8, 9, 10, 11]
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+    assert [e.occurred_at for e in events] == sorted(e.occurred_at for e in events)
+    result = log.verify()
+    assert (result.ok, result.head_seq) == (True, 11)
+    assert log.head() == (11, both[-1].hash)
+    assert [(e.seq, e.action) for e in log.trail("promotion:9")] == [
+        (7, "promotion.executed"),
+        (8, "version.stage_changed"),
+        (9, "promotion.commented"),
+    ]
+    with db.read() as session:
+        generations = dict(
+            session.execute(select(ModelChangeRow.model_name, ModelChangeRow.generation)).all()
+        )
+        owed = session.execute(select(WebhookDeliveryRow.event_seq)).scalars().all()
+    assert generations == {"m": 8, "m2": 11}
+    assert sorted(owed) == [7, 8, 9]

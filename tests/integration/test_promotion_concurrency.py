@@ -4,6 +4,7 @@ gunicorn workers have), PostgreSQL and a real MLflow server."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -243,16 +244,32 @@ def test_a_completing_approval_behind_a_busy_target_is_recorded_and_left_to_the_
     assert mlflow_client.get_model_version(model, "2").current_stage == "Staging"
 
 
+def test_a_taken_target_is_refused_at_once_across_processes(workers):
+    """PostgreSQL advisory locks, as two workers see them: not waiting, a taken name is
+    refused (well before the wait's timeout) and a free one taken."""
+    mine, theirs = (w.promotions.locks for w in workers)
+    theirs.timeout = 20
+    with mine.hold("target-a"):
+        started = time.monotonic()
+        with pytest.raises(RegistryError) as busy, theirs.hold("target-a", wait=False):
+            pass
+        assert busy.value.code == "busy" and time.monotonic() - started < 10
+        with theirs.hold("target-b", wait=False):
+            pass
+    with theirs.hold("target-a", wait=False):
+        pass
+
+
 def test_a_refused_approval_never_waits_for_the_target(workers, people, model, monkeypatch):
     """One approval short: the requester and an approver approving twice are refused
-    without taking the lock an execution may be holding."""
+    without touching the lock an execution may be holding."""
     services = workers[0]
     opened = services.promotions.create(CTX, people["requester"], model, 1, PRODUCTION, "ship")
     services.promotions.approve(CTX, people["approver"], opened.id, None)
     locks = services.promotions.locks
     taken = []
     hold = locks.hold
-    monkeypatch.setattr(locks, "hold", lambda name: taken.append(name) or hold(name))
+    monkeypatch.setattr(locks, "hold", lambda name, **kw: taken.append(name) or hold(name, **kw))
     for who, code in (("requester", "self-approval"), ("approver", "already-approved")):
         with pytest.raises(RegistryError) as refused:
             services.promotions.approve(CTX, people[who], opened.id, None)

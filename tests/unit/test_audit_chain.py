@@ -264,3 +264,21 @@ def test_a_webhook_change_is_matched_against_the_webhooks_it_leaves(db, ctx):
     with db.read() as session:
         assert session.execute(select(WebhookDeliveryRow)).first() is None
     assert log.verify().ok and event.seq == log.head()[0]
+
+
+def test_events_appended_together_link_in_order(audit, ctx, db):
+    from registry_service.services.audit import Entry
+
+    first = audit.record(ctx, "model.created", model_name="m")
+    with db.transaction() as session:
+        events = audit.append_all(
+            session,
+            ctx,
+            [
+                Entry("promotion.executed", "m", 1, "promotion:1", after={"a": 1}),
+                Entry("version.stage_changed", "m", 1, "promotion:1", {"stage": "None"}),
+            ],
+        )
+    assert [e.seq for e in events] == [2, 3]
+    assert [e.prev_hash for e in events] == [first.hash, events[0].hash]
+    assert audit.verify().ok and audit.head() == (3, events[1].hash)

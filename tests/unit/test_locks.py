@@ -51,3 +51,26 @@ def test_a_held_name_times_out_without_blocking_others(db):
 def test_lock_keys_are_stable_signed_64_bit():
     assert lock_key("x") == lock_key("x") != lock_key("y")
     assert -(2**63) <= lock_key("x") < 2**63
+
+
+def test_a_held_name_is_refused_at_once_when_not_waiting(db):
+    locks = NamedLocks(db, timeout=20)
+    with locks.hold("a"):
+        result = []
+
+        def other():
+            started = time.monotonic()
+            try:
+                with locks.hold("a", wait=False):
+                    result.append("entered")
+            except Exception as exc:  # the error type is the assertion
+                result.append((type(exc).__name__, time.monotonic() - started < 10))
+            with locks.hold("b", wait=False):
+                result.append("b")
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert result == [("LockBusy", True), "b"]
+    with locks.hold("a", wait=False):
+        pass
