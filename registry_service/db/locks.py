@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from registry_service.db.database import Database
 from registry_service.errors import ServiceUnavailable
@@ -75,7 +75,13 @@ class NamedLocks:
     @contextmanager
     def _advisory(self, name: str, timeout: float) -> Iterator[None]:
         key = lock_key(name)
-        conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            conn = self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except SQLAlchemyError as exc:
+            if timeout:
+                raise
+            # Not waiting means not waiting for a connection either.
+            raise self._busy(name, timeout) from exc
         try:
             try:
                 if timeout:

@@ -498,6 +498,9 @@ def _prepare(ctx: Context, entry: Entry) -> _Prepared:
     )
 
 
+_TRAIL = select(_EVENTS).where(_EVENTS.c.subject == bindparam("subject")).order_by(_EVENTS.c.seq)
+
+
 def _webhooks(session: Session) -> list[tuple[int, list[str]]]:
     return [(hook_id, events) for hook_id, events in session.execute(_WEBHOOKS)]
 
@@ -696,12 +699,7 @@ class AuditLog:
     @staticmethod
     def trail_in(session: Session, subject: str) -> list[AuditEvent]:
         """``trail`` as ``session`` sees it."""
-        stmt = (
-            select(AuditEventRow.__table__)
-            .where(AuditEventRow.subject == subject)
-            .order_by(AuditEventRow.seq)
-        )
-        return [_entity(r) for r in session.execute(stmt)]
+        return [_entity(r) for r in session.execute(_TRAIL, {"subject": subject})]
 
     def _walk_parallel(
         self, after_seq: int, head_seq: int, expected_prev: str, workers: int, batch_size: int

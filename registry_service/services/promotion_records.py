@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Select, cast, insert, null, select, union_all, update
+from sqlalchemy import Select, bindparam, cast, insert, null, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,9 +36,10 @@ def requests() -> Select:
     return select(REQUESTS)
 
 
-def _children(ids: list[int]) -> Select:
-    """The requests' approvals (``kind`` NULL) and comments, each in insertion order, in
-    one statement."""
+def _children() -> Select:
+    """The approvals (``kind`` NULL) and comments of requests ``ids``, each in insertion
+    order, in one statement."""
+    ids = bindparam("ids", expanding=True)
     approvals = select(
         APPROVALS.c.request_id,
         APPROVALS.c.id,
@@ -57,6 +58,30 @@ def _children(ids: list[int]) -> Select:
     ).where(COMMENTS.c.request_id.in_(ids))
     both = union_all(approvals, comments).subquery()
     return select(both).order_by(both.c.kind.is_not(None), both.c.id)
+
+
+# Built once: a step runs these on every request it touches, and building and keying a
+# statement costs more than its round trip.
+_CHILDREN = _children()
+_BY_ID = select(REQUESTS).where(REQUESTS.c.id == bindparam("request_id"))
+_BY_ID_LOCKED = _BY_ID.with_for_update()
+# What a step can change; the parameters are the columns' names with "new_" before them.
+_CHANGING = (
+    "status",
+    "updated_at",
+    "decided_at",
+    "executed_at",
+    "execution_started_at",
+    "attempts",
+    "last_error",
+    "outcome",
+    "superseded_by",
+)
+_SAVE = (
+    update(REQUESTS)
+    .where(REQUESTS.c.id == bindparam("request_id"))
+    .values({c: bindparam(f"new_{c}") for c in _CHANGING})
+)
 
 
 def _to_domain(row: Any, approvals: list[Approval], comments: list[Comment]) -> Promotion:
@@ -97,17 +122,19 @@ class PromotionRecords:
         self.session = session
         self._loaded: dict[int, tuple[int, int]] = {}
 
-    def select(self, stmt: Select, *, children: bool = True) -> list[Promotion]:
+    def select(
+        self, stmt: Select, params: dict[str, Any] | None = None, *, children: bool = True
+    ) -> list[Promotion]:
         """The requests ``stmt`` (built on ``requests()``) selects, in its order;
         without ``children``, their approvals and comments are left unread (and empty)."""
-        rows = self.session.execute(stmt).all()
+        rows = self.session.execute(stmt, params).all()
         if not rows or not children:
             loaded = [_to_domain(row, [], []) for row in rows]
             self._loaded.update((p.id, (0, 0)) for p in loaded)
             return loaded
         approvals: dict[int, list[Approval]] = defaultdict(list)
         comments: dict[int, list[Comment]] = defaultdict(list)
-        for c in self.session.execute(_children([row.id for row in rows])):
+        for c in self.session.execute(_CHILDREN, {"ids": [row.id for row in rows]}):
             if c.kind is None:
                 approvals[c.request_id].append(Approval(c.author, c.body, c.created_at))
             else:
@@ -124,8 +151,7 @@ class PromotionRecords:
         self._loaded[bare.id] = (len(bare.approvals), len(bare.comments))
 
     def get(self, request_id: int, *, lock: bool = False) -> Promotion | None:
-        stmt = requests().where(REQUESTS.c.id == request_id)
-        found = self.select(stmt.with_for_update() if lock else stmt)
+        found = self.select(_BY_ID_LOCKED if lock else _BY_ID, {"request_id": request_id})
         return found[0] if found else None
 
     def add(self, p: Promotion) -> Promotion:
@@ -165,20 +191,19 @@ class PromotionRecords:
         """Write back what a step changed; reopening into a taken slot is refused."""
         approvals, comments = self._loaded[p.id]
         try:
+            changed = {
+                "status": p.status.value,
+                "updated_at": p.updated_at,
+                "decided_at": p.decided_at,
+                "executed_at": p.executed_at,
+                "execution_started_at": p.execution_started_at,
+                "attempts": p.attempts,
+                "last_error": p.last_error,
+                "outcome": to_json_value(p.outcome),
+                "superseded_by": p.superseded_by,
+            }
             self.session.execute(
-                update(REQUESTS)
-                .where(REQUESTS.c.id == p.id)
-                .values(
-                    status=p.status.value,
-                    updated_at=p.updated_at,
-                    decided_at=p.decided_at,
-                    executed_at=p.executed_at,
-                    execution_started_at=p.execution_started_at,
-                    attempts=p.attempts,
-                    last_error=p.last_error,
-                    outcome=to_json_value(p.outcome),
-                    superseded_by=p.superseded_by,
-                )
+                _SAVE, {"request_id": p.id, **{f"new_{c}": changed[c] for c in _CHANGING}}
             )
         except IntegrityError as exc:
             raise OpenRequestExists("duplicate") from exc

@@ -52,6 +52,7 @@ from registry_service.errors import (
     QuorumUnreachable,
     RegistryError,
     UpstreamError,
+    UpstreamUnavailable,
     VersionNotFound,
 )
 from registry_service.gateway.base import RegistryGateway
@@ -155,6 +156,18 @@ def _lineage_summary(lineage: dict[str, Any], run_id: str | None) -> dict[str, A
     )
     return to_json_value(
         {"run_id": lineage.get("run_id") or run_id, **{k: lineage.get(k) for k in keys}}
+    )
+
+
+def _archived_by(p: Promotion, now: dict[int, ModelVersion], were_there: list[int]) -> list[int]:
+    """The versions a move of ``p`` archived: of those in its stage before, the ones
+    Archived now; only a move into Staging or Production archiving existing ones does."""
+    if not (p.archive_existing and p.target.name in HELD_STAGES):
+        return []
+    return sorted(
+        v
+        for v in were_there
+        if v != p.version and v in now and now[v].stage == Stage.ARCHIVED.value
     )
 
 
@@ -567,19 +580,29 @@ class PromotionService:
         name, version, target = p.model_name, p.version, p.target
         in_stage: list[int] = []
         versions: dict[int, ModelVersion] = {}
-        if target.type is TargetType.STAGE:
-            # One read gives the version, the stage's holder and what the move archives.
-            versions = {v.version: v for v in self.gateway.all_versions(name)}
-            mv = versions.get(version)
-            in_stage = sorted(v for v, found in versions.items() if found.stage == target.name)
-            # MLflow's latest version in a stage is the highest-numbered one there.
-            holder = in_stage[-1] if in_stage and target.name in HELD_STAGES else None
-        else:
-            try:
-                mv = self.gateway.get_model_version(name, version)
-            except VersionNotFound:
-                mv = None
-            holder = _holder(self.gateway.get_registered_model(name), target) if mv else None
+        try:
+            if target.type is TargetType.STAGE:
+                # One read gives the version, the stage's holder and what the move archives.
+                versions = {v.version: v for v in self.gateway.all_versions(name)}
+                mv = versions.get(version)
+                in_stage = sorted(v for v, found in versions.items() if found.stage == target.name)
+                # MLflow's latest version in a stage is the highest-numbered one there.
+                holder = in_stage[-1] if in_stage and target.name in HELD_STAGES else None
+            else:
+                try:
+                    mv = self.gateway.get_model_version(name, version)
+                except VersionNotFound:
+                    mv = None
+                holder = _holder(self.gateway.get_registered_model(name), target) if mv else None
+        except UpstreamError as exc:
+            if p.attempts > 1:
+                # An earlier attempt may have moved it: unread, that stays unknown.
+                raise MoveUnconfirmed(
+                    f"MLflow could not be read ({exc.detail}) to learn whether an earlier "
+                    "attempt moved the version; the request stays approved, and a retry or "
+                    "the sweep settles it"
+                ) from exc
+            raise
         if mv is None:
             raise StaleRequest(f"version {version} of {name!r} no longer exists")
         if mv.status != "READY":
@@ -640,15 +663,17 @@ class PromotionService:
                 "the sweep reads MLflow and records what happened"
             ) from error
         if now is None or not _already_there(now, target):
+            if isinstance(error, UpstreamUnavailable):
+                # Never answered: MLflow may still be making it; the sweep reads again.
+                raise MoveUnconfirmed(
+                    f"MLflow did not answer the move ({error.detail}) and has not made it "
+                    "yet; the request stays approved, and a retry or the sweep settles it"
+                ) from error
             raise error
         confirmed = {"replaced_version": holder, "confirmed_after_error": error.detail}
         if target.type is TargetType.ALIAS:
             return {"alias": target.name, "previous_version": holder, **confirmed}
-        archived = sorted(
-            v
-            for v in in_stage
-            if v != version and v in versions and versions[v].stage == Stage.ARCHIVED.value
-        )
+        archived = _archived_by(p, versions, in_stage)
         return {
             "from_stage": before.stage,
             "to_stage": now.stage,
@@ -664,16 +689,17 @@ class PromotionService:
             return {"alias": p.target.name, "previous_version": p.replaces_version, **outcome}
         with self.db.read() as session:
             recorded = holders_now(session, p.model_name) or {}
+        # The target itself is left out: our records may already say the version is
+        # there (the reconciler noticed the move first).
         stages = [
             key.split(":", 1)[1]
             for key, held in recorded.items()
-            if key.startswith(f"{TargetType.STAGE.value}:") and p.version in held
+            if key.startswith(f"{TargetType.STAGE.value}:")
+            and key != f"{TargetType.STAGE.value}:{p.target.name}"
+            and p.version in held
         ]
-        archived = sorted(
-            v
-            for v in recorded.get(f"{TargetType.STAGE.value}:{p.target.name}", [])
-            if v != p.version and v in versions and versions[v].stage == Stage.ARCHIVED.value
-        )
+        was_there = recorded.get(f"{TargetType.STAGE.value}:{p.target.name}", [])
+        archived = _archived_by(p, versions, was_there)
         return {
             "from_stage": stages[0] if stages else Stage.NONE.value,
             "to_stage": p.target.name,

@@ -249,17 +249,26 @@ def test_promotion_whose_move_is_unconfirmed_stays_approved_until_the_sweep(
     # An approved request is in flight: its move is no out-of-band change.
     assert services.reconciler.reconcile(CTX, champion).outcome == "deferred"
 
-    proxy.heal()
     request_id = answer.json["id"]
-    with services.db.transaction() as session:
-        session.execute(
-            update(PromotionRequestRow)
-            .where(PromotionRequestRow.id == request_id)
-            .values(updated_at=utcnow() - timedelta(minutes=5))
-        )
-    assert services.promotions.sweep(CTX)["executed_stalled"] == 1
+
+    def stall_and_sweep():
+        with services.db.transaction() as session:
+            session.execute(
+                update(PromotionRequestRow)
+                .where(PromotionRequestRow.id == request_id)
+                .values(updated_at=utcnow() - timedelta(minutes=5))
+            )
+        return services.promotions.sweep(CTX)
+
+    # MLflow still unreadable at the sweep: whether the move happened stays unknown.
+    assert stall_and_sweep()["executed_stalled"] == 1
+    waiting = services.promotions.get(request_id)
+    assert waiting.status is Status.APPROVED and waiting.attempts == 2
+    assert "could not be read" in waiting.last_error
+    proxy.heal()
+    assert stall_and_sweep()["executed_stalled"] == 1
     settled = services.promotions.get(request_id)
-    assert settled.status is Status.EXECUTED and settled.attempts == 2
+    assert settled.status is Status.EXECUTED and settled.attempts == 3
     assert settled.outcome["reconciled"] is True
     assert settled.outcome["archived_versions"] == [1]
     assert [e.action for e in settled.audit_trail][-3:] == [
