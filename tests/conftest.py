@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from sqlalchemy import update
 
 from registry_service.app import create_app
+from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.migrate import upgrade
+from registry_service.db.models import PromotionRequestRow
 from registry_service.services.audit import AuditLog
 from registry_service.services.container import get_services
 from registry_service.services.context import Context
@@ -85,6 +89,17 @@ def app(registry_db_url, mlflow_uri):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def stall_and_sweep(services, request_id):
+    """Age the request past the stall cutoff, then run the promotions sweep."""
+    with services.db.transaction() as session:
+        session.execute(
+            update(PromotionRequestRow)
+            .where(PromotionRequestRow.id == request_id)
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    return services.promotions.sweep(Context(actor="test-sweep"))
 
 
 def get_services_of(app):

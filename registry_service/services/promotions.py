@@ -568,7 +568,7 @@ class PromotionService:
         try:
             outcome = self._apply(claimed)
         except MoveUnconfirmed as exc:
-            return self._settle_unconfirmed(ctx, claimed.id, exc.detail)
+            return self._settle_failed(ctx, claimed.id, exc.detail, unconfirmed=True)
         except StaleRequest as exc:
             return self._settle_failed(ctx, claimed.id, exc.detail)
         except RegistryError as exc:
@@ -852,28 +852,22 @@ class PromotionService:
                 {"superseded_by": done.id, "reason": why},
             )
 
-    def _settle_failed(self, ctx: Context, request_id: int, error: str) -> Promotion:
+    def _settle_failed(
+        self, ctx: Context, request_id: int, error: str, *, unconfirmed: bool = False
+    ) -> Promotion:
+        """Record a failed attempt, or, ``unconfirmed``, one whose outcome is not known
+        yet (the request stays approved)."""
         with self.db.transaction() as session:
             records = PromotionRecords(session)
             p = records.get(request_id, lock=True)
-            p.failed(error, self.clock())
+            if unconfirmed:
+                p.unconfirmed(error, self.clock())
+                event = ("promotion.execution_unconfirmed", {"attempt": p.attempts, "error": error})
+            else:
+                p.failed(error, self.clock())
+                event = ("promotion.failed", {"error": error})
             records.save(p)
-            self._event(session, ctx, p, "promotion.failed", {"error": error})
-            return p
-
-    def _settle_unconfirmed(self, ctx: Context, request_id: int, error: str) -> Promotion:
-        with self.db.transaction() as session:
-            records = PromotionRecords(session)
-            p = records.get(request_id, lock=True)
-            p.unconfirmed(error, self.clock())
-            records.save(p)
-            self._event(
-                session,
-                ctx,
-                p,
-                "promotion.execution_unconfirmed",
-                {"attempt": p.attempts, "error": error},
-            )
+            self._event(session, ctx, p, *event)
             return p
 
     # -- reads

@@ -8,15 +8,14 @@ from datetime import timedelta
 from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from registry_service.app import create_app
-from registry_service.db.base import utcnow
-from registry_service.db.models import AuditEventRow, MlflowIntentRow, PromotionRequestRow
+from registry_service.db.models import AuditEventRow, MlflowIntentRow
 from registry_service.domain.policy import Target
 from registry_service.domain.promotion import Status
 from registry_service.services.context import Context
-from tests.conftest import get_services_of
+from tests.conftest import get_services_of, stall_and_sweep
 from tests.rig import FaultyProxy
 
 CTX = Context(actor="test-setup")
@@ -251,22 +250,13 @@ def test_promotion_whose_move_is_unconfirmed_stays_approved_until_the_sweep(
 
     request_id = answer.json["id"]
 
-    def stall_and_sweep():
-        with services.db.transaction() as session:
-            session.execute(
-                update(PromotionRequestRow)
-                .where(PromotionRequestRow.id == request_id)
-                .values(updated_at=utcnow() - timedelta(minutes=5))
-            )
-        return services.promotions.sweep(CTX)
-
     # MLflow still unreadable at the sweep: whether the move happened stays unknown.
-    assert stall_and_sweep()["executed_stalled"] == 1
+    assert stall_and_sweep(services, request_id)["executed_stalled"] == 1
     waiting = services.promotions.get(request_id)
     assert waiting.status is Status.APPROVED and waiting.attempts == 2
     assert "could not be read" in waiting.last_error
     proxy.heal()
-    assert stall_and_sweep()["executed_stalled"] == 1
+    assert stall_and_sweep(services, request_id)["executed_stalled"] == 1
     settled = services.promotions.get(request_id)
     assert settled.status is Status.EXECUTED and settled.attempts == 3
     assert settled.outcome["reconciled"] is True

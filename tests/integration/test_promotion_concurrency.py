@@ -6,14 +6,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
 
 from registry_service.config import Settings
-from registry_service.db.base import utcnow
-from registry_service.db.models import PromotionRequestRow
 from registry_service.domain.policy import PolicyRule, Target, TargetType
 from registry_service.domain.promotion import Status
 from registry_service.errors import RegistryError
@@ -21,6 +17,7 @@ from registry_service.services.audit import AuditFilter
 from registry_service.services.container import build_services
 from registry_service.services.context import Context
 from registry_service.services.promotions import _lock_name
+from tests.conftest import stall_and_sweep
 
 CTX = Context(actor="race-test")
 PRODUCTION = Target.stage("Production")
@@ -89,17 +86,6 @@ def approve_without_executing(services, request_id, approver):
         request_id,
         lambda p, now: [("promotion.approved", {})] if p.approve(approver, None, now) else [],
     )
-
-
-def stall_and_sweep(services, request_id):
-    """Age the request past the stall cutoff, then run the sweep."""
-    with services.db.transaction() as session:
-        session.execute(
-            update(PromotionRequestRow)
-            .where(PromotionRequestRow.id == request_id)
-            .values(updated_at=utcnow() - timedelta(minutes=5))
-        )
-    return services.promotions.sweep(CTX)
 
 
 def production_versions(workers, model):
