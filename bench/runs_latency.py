@@ -2,10 +2,11 @@
 
 Starts PostgreSQL (our tables and MLflow's backend), a real `mlflow server` and
 registry-service under gunicorn (2 workers x 8 threads), loads one experiment with
---runs finished runs (3 params, 3 metrics, 2 tags each), then times each endpoint
-sequentially on a kept-alive connection next to the MLflow REST call it wraps, in the
-same run (with the delayed-ACK fix of gateway/http.py, so MLflow is not slowed by the
-stall the README describes). Ratios are ours / MLflow's.
+--runs finished runs (3 params, 3 metrics, 2 tags each), then, for the remote (HTTP)
+and the direct-store deployment in turn, times each endpoint sequentially on a
+kept-alive connection next to the MLflow REST call it wraps, in the same run (with the
+delayed-ACK fix of gateway/http.py, so MLflow is not slowed by the stall the README
+describes). Ratios are ours / MLflow's.
 
     python bench/runs_latency.py [--runs 1000] [--trials 100]
 """
@@ -69,7 +70,8 @@ def main() -> None:
     pg = Postgres.start()
     server = service = None
     try:
-        server = MlflowServer.start(create_database(pg.url, "mlflow"))
+        mlflow_db = create_database(pg.url, "mlflow")
+        server = MlflowServer.start(mlflow_db)
         client = MlflowClient(server.uri)
         experiment_id = client.create_experiment("bench-search")
         started = time.perf_counter()
@@ -78,9 +80,15 @@ def main() -> None:
 
         env, cli = migrated_service_env(pg.url, server.uri, workdir)
         viewer = token(cli, env, "analyst", "viewer")
-        port = free_port()
-        service = start_service(env, port)
-        api = f"http://127.0.0.1:{port}/api/v1"
+        modes = {
+            "remote (HTTP)": env,
+            "direct-store": {
+                **env,
+                "MLFLOW_TRACKING_URI": mlflow_db,
+                "REGISTRY_MLFLOW_SERVER_URL": server.uri,
+                "REGISTRY_DATA_DIR": str(workdir / "direct"),
+            },
+        }
         mlflow_api = f"{server.uri}/api/2.0/mlflow"
         ours, theirs = requests.Session(), requests.Session()
         ours.headers.update(viewer)
@@ -102,65 +110,75 @@ def main() -> None:
             ).raise_for_status()
 
         five = run_ids[:5]
-        pairs = [
-            (
-                "runs ordered by auc, page of 50",
-                mlflow_search(
-                    experiment_ids=[experiment_id], order_by=["metrics.auc DESC"], max_results=50
-                ),
-                get(f"{api}/experiments/{experiment_id}/runs", order_by="auc", max_results=50),
-            ),
-            (
-                "runs filtered (team, auc > 0.9) ordered by auc",
-                mlflow_search(
-                    experiment_ids=[experiment_id],
-                    filter="tags.team = 'risk' AND metrics.auc > 0.9",
-                    order_by=["metrics.auc DESC"],
-                    max_results=50,
-                ),
-                get(
-                    f"{api}/experiments/{experiment_id}/runs",
-                    filter="tags.team = 'risk' AND metrics.auc > 0.9",
-                    order_by="auc",
-                    max_results=50,
-                ),
-            ),
-            (
-                "best run by auc (finished only)",
-                mlflow_search(
-                    experiment_ids=[experiment_id],
-                    filter="attributes.status = 'FINISHED'",
-                    order_by=["metrics.auc DESC"],
-                    max_results=1,
-                ),
-                get(f"{api}/experiments/{experiment_id}/best-run", metric="auc"),
-            ),
-            (
-                "one run",
-                lambda: theirs.get(
-                    f"{mlflow_api}/runs/get", params={"run_id": run_ids[0]}, timeout=30
-                ).raise_for_status(),
-                get(f"{api}/runs/{run_ids[0]}"),
-            ),
-            (
-                "compare 5 runs (baseline: 5 runs/get)",
-                lambda: [
-                    theirs.get(
-                        f"{mlflow_api}/runs/get", params={"run_id": r}, timeout=30
-                    ).raise_for_status()
-                    for r in five
-                ],
-                get(f"{api}/runs/compare", run_ids=",".join(five)),
-            ),
-        ]
         print(f"\n{args.trials} sequential calls each, kept-alive connections; ms")
-        for label, baseline, endpoint in pairs:
-            base = summary(f"MLflow: {label}", timed(baseline, args.trials))
-            mine = summary(f"ours:   {label}", timed(endpoint, args.trials))
-            print(
-                f"{'ratio ours/MLflow':<58} p50 {mine['p50'] / base['p50']:7.2f}  "
-                f"p95 {mine['p95'] / base['p95']:7.2f}\n"
-            )
+        # One deployment at a time, each timed next to MLflow's own call.
+        for mode, mode_env in modes.items():
+            port = free_port()
+            service = start_service(mode_env, port)
+            api = f"http://127.0.0.1:{port}/api/v1"
+            print(f"-- {mode}")
+            pairs = [
+                (
+                    "runs ordered by auc, page of 50",
+                    mlflow_search(
+                        experiment_ids=[experiment_id],
+                        order_by=["metrics.auc DESC"],
+                        max_results=50,
+                    ),
+                    get(f"{api}/experiments/{experiment_id}/runs", order_by="auc", max_results=50),
+                ),
+                (
+                    "runs filtered (team, auc > 0.9) ordered by auc",
+                    mlflow_search(
+                        experiment_ids=[experiment_id],
+                        filter="tags.team = 'risk' AND metrics.auc > 0.9",
+                        order_by=["metrics.auc DESC"],
+                        max_results=50,
+                    ),
+                    get(
+                        f"{api}/experiments/{experiment_id}/runs",
+                        filter="tags.team = 'risk' AND metrics.auc > 0.9",
+                        order_by="auc",
+                        max_results=50,
+                    ),
+                ),
+                (
+                    "best run by auc (finished only)",
+                    mlflow_search(
+                        experiment_ids=[experiment_id],
+                        filter="attributes.status = 'FINISHED'",
+                        order_by=["metrics.auc DESC"],
+                        max_results=1,
+                    ),
+                    get(f"{api}/experiments/{experiment_id}/best-run", metric="auc"),
+                ),
+                (
+                    "one run",
+                    lambda: theirs.get(
+                        f"{mlflow_api}/runs/get", params={"run_id": run_ids[0]}, timeout=30
+                    ).raise_for_status(),
+                    get(f"{api}/runs/{run_ids[0]}"),
+                ),
+                (
+                    "compare 5 runs (baseline: 5 runs/get)",
+                    lambda: [
+                        theirs.get(
+                            f"{mlflow_api}/runs/get", params={"run_id": r}, timeout=30
+                        ).raise_for_status()
+                        for r in five
+                    ],
+                    get(f"{api}/runs/compare", run_ids=",".join(five)),
+                ),
+            ]
+            for label, baseline, endpoint in pairs:
+                base = summary(f"MLflow: {label}", timed(baseline, args.trials))
+                mine = summary(f"ours:   {label}", timed(endpoint, args.trials))
+                print(
+                    f"{'ratio ours/MLflow':<58} p50 {mine['p50'] / base['p50']:7.2f}  "
+                    f"p95 {mine['p95'] / base['p95']:7.2f}\n"
+                )
+            stop(service)
+            service = None
     finally:
         if service is not None:
             stop(service)

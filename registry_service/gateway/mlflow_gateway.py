@@ -80,6 +80,15 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return "failed with exception" in str(exc) or "failed with timeout" in str(exc)
 
 
+def _next_token(result) -> str | None:
+    """A search result's next-page token as text: MLflow's in-process SQL store gives
+    bytes (its REST server decodes them before answering)."""
+    token = result.token
+    if isinstance(token, bytes):
+        token = token.decode("ascii")
+    return token or None
+
+
 def _check_offset(page_token: str | None) -> None:
     """Refuse a page token whose offset MLflow's SQL store would fail on (a 500 there).
 
@@ -346,7 +355,7 @@ class MlflowGateway(RegistryGateway):
                 order_by=["name ASC"],
                 page_token=page_token,
             )
-        return Page([self._model(rm) for rm in result], result.token or None)
+        return Page([self._model(rm) for rm in result], _next_token(result))
 
     def create_registered_model(self, name, description, tags):
         with self._translate(errors.ModelNotFound, f"registered model {name!r}"):
@@ -395,7 +404,7 @@ class MlflowGateway(RegistryGateway):
                 order_by=["version_number DESC"],
                 page_token=page_token,
             )
-        return Page([self._version(mv) for mv in result], result.token or None)
+        return Page([self._version(mv) for mv in result], _next_token(result))
 
     def create_model_version(self, name, source, run_id, description, tags, model_id=None):
         if not self.remote:
@@ -547,7 +556,7 @@ class MlflowGateway(RegistryGateway):
                 order_by=order_by,
                 page_token=page_token,
             )
-        return Page([self._run(run) for run in result], result.token or None)
+        return Page([self._run(run) for run in result], _next_token(result))
 
     @staticmethod
     def _experiment(exp) -> Experiment:
@@ -584,7 +593,7 @@ class MlflowGateway(RegistryGateway):
                 order_by=["name ASC"],
                 page_token=page_token,
             )
-        return Page([self._experiment(exp) for exp in result], result.token or None)
+        return Page([self._experiment(exp) for exp in result], _next_token(result))
 
     def find_logged_model(self, run, name):
         with self._translate(errors.NotFound, f"logged models of run {run.run_id!r}"):
