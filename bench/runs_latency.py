@@ -104,7 +104,14 @@ def main() -> None:
         def get(url, **params):
             return lambda: ours.get(url, params=params, timeout=30).raise_for_status()
 
-        def mlflow_search(**body):
+        def mlflow_search(max_results=50, **body):
+            """MLflow's runs/search in the experiment, best auc first."""
+            body = {
+                "experiment_ids": [experiment_id],
+                "order_by": ["metrics.auc DESC"],
+                "max_results": max_results,
+                **body,
+            }
             return lambda: theirs.post(
                 f"{mlflow_api}/runs/search", json=body, timeout=30
             ).raise_for_status()
@@ -120,21 +127,12 @@ def main() -> None:
             pairs = [
                 (
                     "runs ordered by auc, page of 50",
-                    mlflow_search(
-                        experiment_ids=[experiment_id],
-                        order_by=["metrics.auc DESC"],
-                        max_results=50,
-                    ),
+                    mlflow_search(),
                     get(f"{api}/experiments/{experiment_id}/runs", order_by="auc", max_results=50),
                 ),
                 (
                     "runs filtered (team, auc > 0.9) ordered by auc",
-                    mlflow_search(
-                        experiment_ids=[experiment_id],
-                        filter="tags.team = 'risk' AND metrics.auc > 0.9",
-                        order_by=["metrics.auc DESC"],
-                        max_results=50,
-                    ),
+                    mlflow_search(filter="tags.team = 'risk' AND metrics.auc > 0.9"),
                     get(
                         f"{api}/experiments/{experiment_id}/runs",
                         filter="tags.team = 'risk' AND metrics.auc > 0.9",
@@ -144,12 +142,7 @@ def main() -> None:
                 ),
                 (
                     "best run by auc (finished only)",
-                    mlflow_search(
-                        experiment_ids=[experiment_id],
-                        filter="attributes.status = 'FINISHED'",
-                        order_by=["metrics.auc DESC"],
-                        max_results=1,
-                    ),
+                    mlflow_search(max_results=1, filter="attributes.status = 'FINISHED'"),
                     get(f"{api}/experiments/{experiment_id}/best-run", metric="auc"),
                 ),
                 (

@@ -380,10 +380,13 @@ def _postgres_append(n: int) -> Any:
     end in ``_i``."""
     links = []
     for i in range(n):
-        prev = "head" if i == 0 else f"e{i - 1}"
-        # The time is taken once the lock is held, so times follow the chain's order.
-        source = "head, LATERAL (SELECT clock_timestamp() AS occurred_at) AS now"
-        at = "now.occurred_at" if i == 0 else f"{prev}.occurred_at"
+        if i == 0:
+            # The time is taken once the lock is held, so times follow the chain's order.
+            prev, at = "head", "now.occurred_at"
+            source = "head, LATERAL (SELECT clock_timestamp() AS occurred_at) AS now"
+        else:
+            prev = source = f"e{i - 1}"
+            at = f"{prev}.occurred_at"
         links.append(
             f"""e{i} AS (
     SELECT {prev}.seq + 1 AS seq, {prev}.hash AS prev_hash, {prev}.webhooks_seq,
@@ -393,7 +396,7 @@ def _postgres_append(n: int) -> Any:
                || '+00:00' || :p1_{i} || {prev}.hash || :p2_{i} || ({prev}.seq + 1)::text
                || :p3_{i}, 'UTF8'
            )), 'hex') AS hash
-    FROM {source if i == 0 else prev}
+    FROM {source}
 )"""
         )
     rows = "\n    UNION ALL ".join(
@@ -541,16 +544,16 @@ class AuditLog:
         serialised on it, so everything that does not depend on the head is done
         before it is taken.
         """
-        if not entries:
-            return []
-        serving = sum(e.model_name is not None and e.action in SERVING_CHANGES for e in entries)
-        if len(entries) > 1 and (
-            serving > 1 or any(e.action.startswith("webhook.") for e in entries)
-        ):
-            # One statement moves a model's generation and the webhooks' mark once.
-            return [self.append_all(session, ctx, [e])[0] for e in entries]
         session.flush()  # the caller's own writes, before the lock is taken
         prepared = [_prepare(ctx, entry) for entry in entries]
+        if sum(p.serving_change for p in prepared) > 1 or (
+            len(prepared) > 1 and any(p.webhook_change for p in prepared)
+        ):
+            # One statement moves a model's generation and the webhooks' mark once.
+            return [event for p in prepared for event in self._append(session, [p])]
+        return self._append(session, prepared) if prepared else []
+
+    def _append(self, session: Session, prepared: list[_Prepared]) -> list[AuditEvent]:
         if session.get_bind().dialect.name == "postgresql":
             params: dict[str, Any] = {"webhook_change": prepared[0].webhook_change}
             for i, p in enumerate(prepared):
@@ -573,7 +576,7 @@ class AuditLog:
         else:
             events = []
             for p in prepared:
-                event, webhooks_seq = self._sqlite_append(session, p)
+                event, webhooks_seq = self._append_on_sqlite(session, p)
                 events.append(event)
         # A webhook change is announced to the webhooks as this transaction leaves
         # them, which no other process has seen yet: read, never remembered.
@@ -587,7 +590,7 @@ class AuditLog:
             session.flush()
         return events
 
-    def _sqlite_append(self, session: Session, p: _Prepared) -> tuple[AuditEvent, int]:
+    def _append_on_sqlite(self, session: Session, p: _Prepared) -> tuple[AuditEvent, int]:
         head = self._lock_head(session)
         seq, prev_hash, webhooks_seq = head.seq + 1, head.hash, head.webhooks_seq
         occurred_at = utcnow()  # microseconds: what both SQLite and PostgreSQL keep

@@ -191,19 +191,14 @@ class PromotionRecords:
         """Write back what a step changed; reopening into a taken slot is refused."""
         approvals, comments = self._loaded[p.id]
         try:
-            changed = {
-                "status": p.status.value,
-                "updated_at": p.updated_at,
-                "decided_at": p.decided_at,
-                "executed_at": p.executed_at,
-                "execution_started_at": p.execution_started_at,
-                "attempts": p.attempts,
-                "last_error": p.last_error,
-                "outcome": to_json_value(p.outcome),
-                "superseded_by": p.superseded_by,
-            }
             self.session.execute(
-                _SAVE, {"request_id": p.id, **{f"new_{c}": changed[c] for c in _CHANGING}}
+                _SAVE,
+                {
+                    "request_id": p.id,
+                    **{f"new_{c}": getattr(p, c) for c in _CHANGING},
+                    "new_status": p.status.value,
+                    "new_outcome": to_json_value(p.outcome),
+                },
             )
         except IntegrityError as exc:
             raise OpenRequestExists("duplicate") from exc

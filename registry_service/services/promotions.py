@@ -58,7 +58,7 @@ from registry_service.errors import (
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog, Entry, to_json_value
 from registry_service.services.context import Context
-from registry_service.services.history import HistoryService, holders_now
+from registry_service.services.history import HistoryService, holders_now, target_of
 from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService, eligible_approvers
 from registry_service.services.promotion_records import (
@@ -579,20 +579,13 @@ class PromotionService:
         """Re-validate against MLflow, then move the version there."""
         name, version, target = p.model_name, p.version, p.target
         in_stage: list[int] = []
-        versions: dict[int, ModelVersion] = {}
         try:
+            versions, mv = self._read_version(p)
             if target.type is TargetType.STAGE:
-                # One read gives the version, the stage's holder and what the move archives.
-                versions = {v.version: v for v in self.gateway.all_versions(name)}
-                mv = versions.get(version)
                 in_stage = sorted(v for v, found in versions.items() if found.stage == target.name)
                 # MLflow's latest version in a stage is the highest-numbered one there.
                 holder = in_stage[-1] if in_stage and target.name in HELD_STAGES else None
             else:
-                try:
-                    mv = self.gateway.get_model_version(name, version)
-                except VersionNotFound:
-                    mv = None
                 holder = _holder(self.gateway.get_registered_model(name), target) if mv else None
         except UpstreamError as exc:
             if p.attempts > 1:
@@ -637,6 +630,18 @@ class PromotionService:
             # The move may be in MLflow with its answer lost, or made before MLflow failed.
             return self._confirm(p, mv, holder, in_stage, exc)
 
+    def _read_version(self, p: Promotion) -> tuple[dict[int, ModelVersion], ModelVersion | None]:
+        """The request's version as MLflow holds it now (None: gone), and, for a stage
+        target, every version of the model: one read gives the version, the stage's
+        holder and what a move archives."""
+        if p.target.type is TargetType.STAGE:
+            versions = {v.version: v for v in self.gateway.all_versions(p.model_name)}
+            return versions, versions.get(p.version)
+        try:
+            return {}, self.gateway.get_model_version(p.model_name, p.version)
+        except VersionNotFound:
+            return {}, None
+
     def _confirm(
         self,
         p: Promotion,
@@ -647,15 +652,9 @@ class PromotionService:
     ) -> dict[str, Any]:
         """Read back a move MLflow did not confirm: made, it is the outcome; not made,
         ``error`` stands; unreadable, nobody knows yet (``MoveUnconfirmed``)."""
-        name, version, target = p.model_name, p.version, p.target
+        target = p.target
         try:
-            if target.type is TargetType.STAGE:
-                versions = {v.version: v for v in self.gateway.all_versions(name)}
-                now = versions.get(version)
-            else:
-                now = self.gateway.get_model_version(name, version)
-        except VersionNotFound:
-            now = None
+            versions, now = self._read_version(p)
         except RegistryError as unreadable:
             raise MoveUnconfirmed(
                 f"MLflow did not confirm the move ({error.detail}) and could not be read "
@@ -691,17 +690,15 @@ class PromotionService:
             recorded = holders_now(session, p.model_name) or {}
         # The target itself is left out: our records may already say the version is
         # there (the reconciler noticed the move first).
-        stages = [
-            key.split(":", 1)[1]
-            for key, held in recorded.items()
-            if key.startswith(f"{TargetType.STAGE.value}:")
-            and key != f"{TargetType.STAGE.value}:{p.target.name}"
-            and p.version in held
+        held = {target_of(key): versions_there for key, versions_there in recorded.items()}
+        left = [
+            t.name
+            for t, there in held.items()
+            if t.type is TargetType.STAGE and t != p.target and p.version in there
         ]
-        was_there = recorded.get(f"{TargetType.STAGE.value}:{p.target.name}", [])
-        archived = _archived_by(p, versions, was_there)
+        archived = _archived_by(p, versions, held.get(p.target, []))
         return {
-            "from_stage": stages[0] if stages else Stage.NONE.value,
+            "from_stage": left[0] if left else Stage.NONE.value,
             "to_stage": p.target.name,
             "archived_versions": archived,
             **outcome,

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import pytest
 
+from registry_service.app import create_app
 from registry_service.db.database import Database
 from registry_service.db.migrate import upgrade
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
 from registry_service.services.tokens import TokenService
+
+
+def embedded_app(tmp_path, sqlite_url, **overrides):
+    """The app on the embedded default: our SQLite tables, MLflow's in-process store."""
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return create_app(
+        {
+            "data_dir": tmp_path,
+            "database_url": sqlite_url,
+            "mlflow_tracking_uri": mlflow_uri,
+            "mlflow_registry_uri": mlflow_uri,
+            "artifact_root": str(tmp_path / "artifacts"),
+            "testing": True,
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from registry_service.app import create_app
 from registry_service.services.context import Context
 from tests.conftest import get_services_of
+from tests.unit.conftest import embedded_app
 
 
 @pytest.fixture
 def embedded(tmp_path, sqlite_url):
-    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    app = create_app(
-        {
-            "data_dir": tmp_path,
-            "database_url": sqlite_url,
-            "mlflow_tracking_uri": mlflow_uri,
-            "mlflow_registry_uri": mlflow_uri,
-            "artifact_root": str(tmp_path / "artifacts"),
-            "testing": True,
-        }
-    )
+    app = embedded_app(tmp_path, sqlite_url)
     services = get_services_of(app)
     secret, _ = services.tokens.create(Context("setup"), "pager", ["admin"])
     yield app.test_client(), {"Authorization": f"Bearer {secret}"}, services

@@ -6,36 +6,21 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from registry_service.app import create_app
 from registry_service.db.base import utcnow
 from registry_service.db.models import PredictionFeedbackRow, PredictionRow
 from registry_service.services.container import get_services
-
-
-def embedded(tmp_path, sqlite_url, **overrides):
-    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    return create_app(
-        {
-            "data_dir": tmp_path,
-            "database_url": sqlite_url,
-            "mlflow_tracking_uri": mlflow_uri,
-            "mlflow_registry_uri": mlflow_uri,
-            "artifact_root": str(tmp_path / "artifacts"),
-            "testing": True,
-            **overrides,
-        }
-    )
+from tests.unit.conftest import embedded_app
 
 
 def test_serving_only_processes_carry_the_serving_layer_alone(tmp_path, sqlite_url):
-    app = embedded(tmp_path, sqlite_url, serving_only=True)
+    app = embedded_app(tmp_path, sqlite_url, serving_only=True)
     rules = {r.rule for r in app.url_map.iter_rules()}
     assert "/api/v1/models/<string:name>/predict" in rules
     assert "/api/v1/models/<string:name>/deployment" in rules
     assert "/v2/models/<string:name>/infer" in rules
     assert "/ready" in rules
     assert not any(r.startswith(("/api/v1/promotions", "/review", "/api/v1/audit")) for r in rules)
-    full = embedded(tmp_path, sqlite_url)
+    full = embedded_app(tmp_path, sqlite_url)
     assert "/api/v1/promotions" in {r.rule for r in full.url_map.iter_rules()}
 
 
@@ -53,7 +38,7 @@ def row(request_id: str, age: timedelta) -> PredictionRow:
 
 
 def test_the_sweep_purges_predictions_and_feedback_past_retention(tmp_path, sqlite_url):
-    app = embedded(tmp_path, sqlite_url)
+    app = embedded_app(tmp_path, sqlite_url)
     with app.app_context():
         services = get_services()
     with services.db.transaction() as session:
