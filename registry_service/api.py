@@ -270,6 +270,7 @@ class Blueprint(flask_smorest.Blueprint):
     def problems(self, **described: str) -> Callable:
         """Document problem+json answers, e.g. ``problems(conflict="Already approved")``."""
         statuses = {
+            "forbidden": 403,
             "not_found": 404,
             "conflict": 409,
             "precondition_failed": 412,

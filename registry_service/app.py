@@ -85,8 +85,11 @@ def register_services(app: Flask, settings: Settings, gateway: RegistryGateway |
 def register_request_hooks(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
+        # Always ours: a request id names a prediction that feedback may judge, so a
+        # client never chooses it. The client's own id is kept beside it for correlation.
+        g.request_id = uuid.uuid4().hex
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.client_request_id = incoming if REQUEST_ID_RE.match(incoming) else None
 
     @app.before_request
     def start_clock() -> None:
@@ -96,6 +99,8 @@ def register_request_hooks(app: Flask) -> None:
     def echo_request_id(response):
         if "request_id" in g:
             response.headers["X-Request-ID"] = g.request_id
+        if g.get("client_request_id"):
+            response.headers["X-Client-Request-ID"] = g.client_request_id
         if "started" in g:
             # The route template, not the path: one series per endpoint, not per model.
             route = request.url_rule.rule if request.url_rule is not None else "unmatched"
@@ -135,6 +140,7 @@ def register_blueprints(api: Api, serving_only: bool = False) -> None:
     from registry_service.resources.auth.routes import blp as auth_blp
     from registry_service.resources.experiments.routes import blp as experiments_blp
     from registry_service.resources.health.routes import blp as health_blp
+    from registry_service.resources.integrity.routes import blp as integrity_blp
     from registry_service.resources.lifecycle.routes import blp as lifecycle_blp
     from registry_service.resources.models.routes import blp as models_blp
     from registry_service.resources.policies.routes import blp as policies_blp
@@ -149,7 +155,7 @@ def register_blueprints(api: Api, serving_only: bool = False) -> None:
     from registry_service.serving.resources.predictions.routes import blp as predictions_blp
     from registry_service.serving.resources.status.routes import blp as status_blp
 
-    governance = (promotions_blp, models_blp, lifecycle_blp, policies_blp)
+    governance = (promotions_blp, models_blp, integrity_blp, lifecycle_blp, policies_blp)
     serving = (predictions_blp, deployments_blp, status_blp)
     monitoring = (monitoring_blp, abtests_blp, drift_blp, alerts_blp)
     records = (audit_blp, experiments_blp, runs_blp, auth_blp, jobs_blp)

@@ -21,4 +21,8 @@ def authenticate_request() -> Principal:
 
 
 def current_context() -> Context:
-    return Context(actor=g.principal.name, request_id=g.get("request_id"))
+    return Context(
+        actor=g.principal.name,
+        request_id=g.get("request_id"),
+        client_request_id=g.get("client_request_id"),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +55,17 @@ def _public_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _networks(env: dict[str, str], key: str) -> tuple[str, ...]:
+    """CIDRs separated by commas or spaces, e.g. ``10.20.0.0/16, fd12:3456::/48``."""
+    found = []
+    for item in (env.get(key) or "").replace(",", " ").split():
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise ValueError(f"{key} must list networks such as 10.0.0.0/8, got {item!r}") from exc
+    return tuple(found)
+
+
 def _flag(env: dict[str, str], key: str, default: bool) -> bool:
     raw = env.get(key)
     if raw is None or raw == "":
@@ -98,12 +110,21 @@ class Settings:
     # Webhook retries: first after this many seconds, doubling up to an hour, for a day.
     webhook_retry_seconds: float = 5.0
     webhook_timeout: float = 10.0
+    # Internal networks webhooks may call (CIDRs); by default only public addresses.
+    webhook_allow_networks: tuple[str, ...] = ()
     # Out-of-band changes: how often MLflow's stages and aliases are compared with ours.
     reconcile_seconds: float = 30.0
     # Shared with MLflow's webhooks (POST /api/v1/integrations/mlflow-webhook); unset: off.
     mlflow_webhook_secret: str | None = None
+    # The private key (PEM, ECDSA P-256) that signs every version's manifest; unset: one
+    # generated on first use under the data dir and kept there (0600).
+    signing_key_file: Path | None = None
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing" / "registry-signing-key.pem"
 
     @property
     def embedded_mlflow(self) -> bool:
@@ -163,8 +184,14 @@ class Settings:
             public_url=_public_url(env.get("REGISTRY_PUBLIC_URL") or "http://localhost:8080"),
             webhook_retry_seconds=_float(env, "REGISTRY_WEBHOOK_RETRY_SECONDS", 5.0),
             webhook_timeout=_float(env, "REGISTRY_WEBHOOK_TIMEOUT", 10.0),
+            webhook_allow_networks=_networks(env, "REGISTRY_WEBHOOK_ALLOW_NETWORKS"),
             reconcile_seconds=_float(env, "REGISTRY_RECONCILE_SECONDS", 30.0),
             mlflow_webhook_secret=env.get("REGISTRY_MLFLOW_WEBHOOK_SECRET") or None,
+            signing_key_file=(
+                Path(env["REGISTRY_SIGNING_KEY_FILE"]).resolve()
+                if env.get("REGISTRY_SIGNING_KEY_FILE")
+                else None
+            ),
             monitoring_retention_days=_bounded(
                 env, "REGISTRY_MONITORING_RETENTION_DAYS", 90, 1, 3650
             ),

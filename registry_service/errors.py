@@ -109,6 +109,11 @@ class TargetNotHeld(NotFound):
     title = "No version holds this target"
 
 
+class VersionNotServable(PermissionDenied):
+    code = "version-not-servable"
+    title = "This version may not answer traffic"
+
+
 class SelfApproval(PermissionDenied):
     code = "self-approval"
     title = "Requesters may not approve their own request"
@@ -117,6 +122,11 @@ class SelfApproval(PermissionDenied):
 class NotEligible(PermissionDenied):
     code = "not-eligible"
     title = "Not eligible to review this request"
+
+
+class FeedbackNotAllowed(PermissionDenied):
+    code = "feedback-not-allowed"
+    title = "Not allowed to send feedback for these predictions"
 
 
 class Conflict(RegistryError):
@@ -157,6 +167,13 @@ class IdempotencyInFlight(Conflict):
 class IdempotencyKeyReused(ValidationError):
     code = "idempotency-key-reused"
     title = "Idempotency-Key was used with a different request"
+
+
+class WebhookTargetRefused(ValidationError):
+    """A webhook URL naming (or resolving to) an internal address."""
+
+    code = "webhook-target-refused"
+    title = "Webhooks may not call this address"
 
 
 class PreconditionFailed(RegistryError):
@@ -213,6 +230,24 @@ class ConsistencyError(RegistryError):
 class ServiceUnavailable(RegistryError):
     code = "service-unavailable"
     title = "Service unavailable"
+
+
+# A version's artifacts: their signed manifest and the pickle scan's findings.
+class ManifestNotFound(NotFound):
+    code = "manifest-not-found"
+    title = "No manifest was recorded for this version"
+
+
+class UnsafeArtifact(Conflict):
+    """The pickle scan found dangerous globals, and the policy does not allow them."""
+
+    code = "unsafe-artifact"
+    title = "The version's artifacts are unsafe to load"
+
+
+class ArtifactsUnreadable(UpstreamError):
+    code = "artifacts-unreadable"
+    title = "The version's artifacts could not be read"
 
 
 # The one place that turns errors into HTTP status codes: most specific class wins.

@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from sqlalchemy import update
@@ -80,6 +81,7 @@ def app(registry_db_url, mlflow_uri):
             "testing": True,
             # Enough sampled rows per minute for drift tests to see a distribution.
             "monitoring_sample_rows": 400,
+            "webhook_allow_networks": ("127.0.0.0/8",),
         }
     )
     yield app
@@ -102,9 +104,76 @@ def stall_and_sweep(services, request_id):
     return services.promotions.sweep(Context(actor="test-sweep"))
 
 
+def promote(client, auth, model, version, **target):
+    """Request ``target`` (Production by default) for a version as the requester and
+    approve it with both approvers until it executes; the request's id."""
+    created = client.post(
+        "/api/v1/promotions",
+        headers=auth("requester"),
+        json={
+            "model_name": model,
+            "version": version,
+            "reason": "serve it",
+            **(target or {"target_stage": "Production"}),
+        },
+    )
+    assert created.status_code == 201, created.json
+    for approver in ("approver", "approver2"):
+        done = client.post(
+            f"/api/v1/promotions/{created.json['id']}/approve", headers=auth(approver), json={}
+        )
+        if done.json.get("status") == "executed":
+            break
+    assert done.json["status"] == "executed", done.json
+    return created.json["id"]
+
+
+def predict(client, auth, model, body, role="viewer", query="", headers=None):
+    return client.post(
+        f"/api/v1/models/{model}/predict{query}",
+        headers={**auth(role), **(headers or {})},
+        json=body,
+    )
+
+
+def expected(estimator, rows) -> list[int]:
+    """What a scikit-learn estimator predicts for ``rows`` (records)."""
+    return [int(p) for p in estimator.predict(pd.DataFrame(rows))]
+
+
+def approve_change(client, auth, answer, approvers=("approver2", "admin")):
+    """Approve the traffic change request a 202 ``answer`` opened, once per role in
+    ``approvers`` (by default two: Production's quorum); the last approval's answer."""
+    assert answer.status_code == 202, answer.json
+    for role in approvers:
+        done = client.post(
+            f"/api/v1/promotions/{answer.json['id']}/approve", headers=auth(role), json={}
+        )
+        assert done.status_code == 200, done.json
+    return done
+
+
+def apply_deployment(client, auth, name, spec, approvers=("approver2", "admin")):
+    """Set ``name``'s deployment to ``spec`` as an approver does (with the current ETag):
+    a change that moves traffic is approved by ``approvers`` until it executes. Returns
+    the deployment as GET shows it then."""
+    url = f"/api/v1/models/{name}/deployment"
+    etag = client.get(url, headers=auth()).headers["ETag"]
+    put = client.put(url, headers={**auth("approver"), "If-Match": etag}, json=spec)
+    if put.status_code != 200:
+        done = approve_change(client, auth, put, approvers)
+        assert done.json["status"] == "executed", done.json
+    return client.get(url, headers=auth())
+
+
 def get_services_of(app):
     with app.app_context():
         return get_services()
+
+
+@pytest.fixture
+def services(app):
+    return get_services_of(app)
 
 
 @pytest.fixture

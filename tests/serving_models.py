@@ -91,3 +91,31 @@ def log_regressor(client, slope: float, experiment: str = "serving-tests"):
     frame = training_frame()
     model = LinearRegression().fit(frame, slope * frame.a + frame.b)
     return _log_estimator(client, model, frame, experiment), model
+
+
+class MarkerModel(mlflow.pyfunc.PythonModel):
+    """Writes a file when it is loaded: loading a model runs its code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def load_context(self, context):
+        Path(self.marker).write_text("loaded")
+
+    def predict(self, context, model_input, params=None):
+        return np.ones(len(model_input))
+
+
+def log_marker(client, marker: Path, experiment: str = "serving-tests") -> str:
+    """A model whose loading writes ``marker``; returns its run id."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    frame = training_frame()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            str(folder),
+            python_model=MarkerModel(str(marker)),
+            signature=infer_signature(frame, np.zeros(len(frame))),
+            pip_requirements=REQUIREMENTS,
+        )
+        return _log(client, folder, experiment)

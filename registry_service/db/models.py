@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -117,6 +118,15 @@ class VersionLineageRow(Base):
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     registered_by: Mapped[str | None] = mapped_column(String(128))
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The artifacts as registered (services/manifests.py): SHA-256 per file and one
+    # digest over them, the signed bundle and its key, and the pickle scan's findings.
+    # None on versions registered before manifests were kept.
+    manifest_digest: Mapped[str | None] = mapped_column(String(64))
+    manifest_files: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    manifest_signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    signing_key_id: Mapped[str | None] = mapped_column(String(64))
+    scan_verdict: Mapped[str | None] = mapped_column(String(16))
+    scan_findings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ModelPolicyRow(Base):
@@ -128,8 +138,15 @@ class ModelPolicyRow(Base):
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     auto_promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     monitoring: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Whether versions whose pickle scan found dangerous globals may still be requested
+    # for Production or an alias.
+    allow_unsafe_artifacts: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     # record | revert; None (rows older than the reconciler) reads as record.
     out_of_band: Mapped[str | None] = mapped_column(String(16))
+    # Principals who may send feedback on anyone's predictions of this model.
+    feedback_principals: Mapped[list[str] | None] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(128))
@@ -307,7 +324,9 @@ class PredictionRow(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(64))  # minted by the service
+    # The caller's own X-Request-ID, kept for correlation; never used to find a prediction.
+    client_request_id: Mapped[str | None] = mapped_column(String(64))
     model_name: Mapped[str] = mapped_column(String(128))
     model_version: Mapped[int | None] = mapped_column(Integer)
     variant: Mapped[str | None] = mapped_column(String(64))

@@ -1,4 +1,6 @@
-"""Side-by-side tables of metrics or params, shared by version and run comparisons."""
+"""Side-by-side tables of metrics or params, shared by version and run comparisons; the
+candidate beside its champion for reviewers; and the evidence a decision may rest on: a
+version's metrics as recorded at registration, with what its run shows differently now."""
 
 from __future__ import annotations
 
@@ -75,6 +77,70 @@ def metric_direction(name: str, primary: tuple[str, bool] | None = None) -> bool
     return None
 
 
+# A version's metrics as evidence: recorded when it was registered through the registry
+# (frozen), or, for versions registered outside it, its run's as they are now (unfrozen).
+FROZEN, UNFROZEN = "frozen", "unfrozen"
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """A metric the run shows differently from what was recorded at registration; a
+    metric logged after registration has ``registered`` None."""
+
+    key: str
+    registered: float | None
+    current: float | None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The metrics a decision rests on, and how far to trust them."""
+
+    metrics: Mapping[str, float]
+    state: str  # FROZEN or UNFROZEN
+    # Differences between the run now and the record; None when the run was not read
+    # (gone, or MLflow did not answer), so nobody can say.
+    changed_since_registration: tuple[MetricChange, ...] | None = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        changed = self.changed_since_registration
+        return {
+            "metrics_state": self.state,
+            "changed_since_registration": None
+            if changed is None
+            else [
+                {"key": c.key, "registered": c.registered, "current": c.current} for c in changed
+            ],
+        }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    return _is_nan(a) and _is_nan(b)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def frozen_evidence(
+    registered: Mapping[str, float] | None, current: Mapping[str, float] | None
+) -> Evidence:
+    """``registered``: the metrics recorded at registration (None when there is no
+    record); ``current``: the run's metrics now (None when the run cannot be read)."""
+    if registered is None:
+        return Evidence(dict(current or {}), UNFROZEN, None if current is None else ())
+    if current is None:
+        return Evidence(dict(registered), FROZEN, None)
+    changes = tuple(
+        MetricChange(key, registered.get(key), current.get(key))
+        for key in sorted(set(registered) | set(current))
+        if not _same(registered.get(key), current.get(key))
+    )
+    return Evidence(dict(registered), FROZEN, changes)
+
+
 @dataclass(frozen=True)
 class ReviewSide:
     """What a reviewer weighs about one version: its figures and where it came from."""
@@ -83,6 +149,9 @@ class ReviewSide:
     metrics: Mapping[str, float | None]
     params: Mapping[str, str]
     lineage: Mapping[str, Any]
+    # FROZEN: ``metrics`` are those recorded at registration; UNFROZEN: the run's now.
+    metrics_state: str = FROZEN
+    changed_since_registration: tuple[MetricChange, ...] | None = ()
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ class Decision:
     request: Any = None
     dry_run: bool = True
     notes: list[str] = field(default_factory=list)
+    # Per side: whether its metrics were frozen at registration, and what changed since.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 def decide(

@@ -100,6 +100,10 @@ class MonitoringPolicy:
 # The alert the reconciler raises for a stage or alias moved in MLflow behind our back;
 # no policy rule may take its name.
 OUT_OF_BAND_RULE = "out-of-band"
+# The alert serving raises when a version's files do not match its signed manifest.
+INTEGRITY_RULE = "artifact-integrity"
+# Alerts raised by the service itself, not by a policy's rules.
+SYSTEM_RULES = (OUT_OF_BAND_RULE, INTEGRITY_RULE)
 
 
 def validate_monitoring(policy: MonitoringPolicy) -> MonitoringPolicy:
@@ -122,8 +126,8 @@ def validate_monitoring(policy: MonitoringPolicy) -> MonitoringPolicy:
         at = f"alerts.{i}"
         if not RULE_NAME.match(rule.name):
             raise bad(f"{at}.name", "1-64 letters, digits, '_', '.', '-'")
-        if rule.name == OUT_OF_BAND_RULE:
-            raise bad(f"{at}.name", f"{OUT_OF_BAND_RULE!r} is the reconciler's own alert")
+        if rule.name in SYSTEM_RULES:
+            raise bad(f"{at}.name", f"{rule.name!r} is the service's own alert")
         if rule.name in names:
             raise bad(f"{at}.name", f"{rule.name!r} appears twice")
         names.add(rule.name)

@@ -1,4 +1,5 @@
-"""Promotion policies: who must approve a move of a version to a stage or alias."""
+"""Promotion policies: who must approve a move of a version to a stage or alias, or a
+change of which targets a model's traffic reaches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from registry_service.domain.entities import Principal, Role, Stage, TokenKind
-from registry_service.domain.names import check_alias
+from registry_service.domain.names import PRINCIPAL_RE, check_alias
 from registry_service.errors import ValidationError
 
 if TYPE_CHECKING:  # evaluation and monitoring build on this module
@@ -21,14 +22,40 @@ DEFAULT_EXPIRY_HOURS = 7 * 24
 # An approval is a person's judgement: CI jobs and agents may request, not approve,
 # unless a model's policy says their kind counts.
 DEFAULT_APPROVER_KINDS = (TokenKind.HUMAN.value,)
-# What the reconciler does about a stage or alias moved in MLflow, not through us.
-OUT_OF_BAND_RECORD, OUT_OF_BAND_REVERT = "record", "revert"
-OUT_OF_BAND_MODES = (OUT_OF_BAND_RECORD, OUT_OF_BAND_REVERT)
+# What the reconciler does about a stage or alias moved in MLflow, not through us: guard
+# (the default) puts Production and every alias back and records the other stages,
+# revert puts every target back, record only records. Serving never follows such a move
+# in any mode: it answers from the governed holders.
+OUT_OF_BAND_GUARD, OUT_OF_BAND_RECORD, OUT_OF_BAND_REVERT = "guard", "record", "revert"
+OUT_OF_BAND_MODES = (OUT_OF_BAND_GUARD, OUT_OF_BAND_RECORD, OUT_OF_BAND_REVERT)
+OUT_OF_BAND_DEFAULT = OUT_OF_BAND_GUARD
+
+
+def reverts_out_of_band(mode: str, target_key: str) -> bool:
+    """Whether ``mode`` puts back a move of ``target_key`` (``stage:Production``,
+    ``alias:champion``) made behind the registry."""
+    if mode == OUT_OF_BAND_REVERT:
+        return True
+    if mode == OUT_OF_BAND_GUARD:
+        return target_key == f"stage:{Stage.PRODUCTION.value}" or target_key.startswith("alias:")
+    return False
 
 
 class TargetType(enum.StrEnum):
     STAGE = "stage"
     ALIAS = "alias"
+    # A change request's target: which targets a model's default traffic reaches.
+    TRAFFIC = "traffic"
+    # A policy rule for traffic changes (targets DEPLOYMENT_RULE_TARGETS), never a
+    # request's target.
+    DEPLOYMENT = "deployment"
+
+
+# Deployment rules: ``traffic`` governs every routing change in place of the strictest
+# rule of the targets involved; ``reweight`` governs changes that keep the same targets
+# live (only weights or sticky_by differ).
+DEPLOYMENT_TRAFFIC, DEPLOYMENT_REWEIGHT = "traffic", "reweight"
+DEPLOYMENT_RULE_TARGETS = (DEPLOYMENT_TRAFFIC, DEPLOYMENT_REWEIGHT)
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,8 @@ class Target:
         return cls(TargetType.ALIAS, check_alias(value, "target_alias"))
 
     def __str__(self) -> str:
+        if self.type is TargetType.TRAFFIC:
+            return f"{self.name} traffic"
         return f"{self.type.value} {self.name}"
 
 
@@ -144,13 +173,11 @@ class PolicyRule:
         )
 
     def for_rollback(self) -> PolicyRule:
-        """The rule a rollback on this target runs under."""
+        """The rule a rollback on this target runs under: fewer approvals, from the same
+        people (the named approvers and group still decide who may approve)."""
         return replace(
             self,
             required_approvals=0 if self.break_glass else self.rollback_approvals,
-            approver_role=Role.APPROVER.value,
-            approvers=(),
-            approver_group=None,
             allow_self_approval=False,
         )
 
@@ -181,11 +208,23 @@ class Policy:
     defaults: tuple[PolicyRule, ...] = field(default=DEFAULT_RULES)
     auto_promotion: AutoPromotion | None = None
     monitoring: MonitoringPolicy | None = None  # None: the default thresholds, no alerts
-    out_of_band: str = OUT_OF_BAND_RECORD
+    # Who may send feedback on anyone's predictions of the model (besides the predicting
+    # principal and admins).
+    feedback_principals: tuple[str, ...] = ()
+    out_of_band: str = OUT_OF_BAND_DEFAULT
+    # Versions whose pickle scan found dangerous globals may reach Production or an alias.
+    allow_unsafe_artifacts: bool = False
 
     @property
     def source(self) -> str:
         return "model" if self.revision else "default"
+
+    def refuses_artifacts(self, target: Target, scan_verdict: str | None) -> bool:
+        """Whether a version whose pickle scan says ``scan_verdict`` may not be requested
+        for ``target``: dangerous findings never reach Production or an alias unless the
+        policy allows unsafe artifacts."""
+        served = target.type is TargetType.ALIAS or target.name == Stage.PRODUCTION.value
+        return served and scan_verdict == "dangerous" and not self.allow_unsafe_artifacts
 
     def rule_for(self, target: Target) -> PolicyRule:
         rule = _most_specific(self.rules, target) or _most_specific(self.defaults, target)
@@ -221,6 +260,14 @@ def validate_rules(rules: list[PolicyRule]) -> list[PolicyRule]:
             if stage is Stage.NONE:
                 raise bad("target", "the None stage takes no promotions")
             rule = replace(rule, target=stage.value)
+        elif rule.target_type is TargetType.DEPLOYMENT:
+            if rule.target not in DEPLOYMENT_RULE_TARGETS:
+                raise bad("target", f"one of {list(DEPLOYMENT_RULE_TARGETS)}")
+            if not 1 <= rule.required_approvals <= MAX_APPROVALS:
+                # Traffic never moves on nobody's word.
+                raise bad("required_approvals", f"1 to {MAX_APPROVALS} for a deployment rule")
+        elif rule.target_type is not TargetType.ALIAS:
+            raise bad("target_type", "stage, alias or deployment")
         elif rule.target != ANY_ALIAS:
             try:
                 check_alias(rule.target)
@@ -250,3 +297,31 @@ def validate_rules(rules: list[PolicyRule]) -> list[PolicyRule]:
             )
         )
     return out
+
+
+MAX_FEEDBACK_PRINCIPALS = 100
+
+
+def validate_feedback_principals(names: list[str]) -> tuple[str, ...]:
+    """Principal names allowed to send feedback on anyone's predictions: canonical."""
+    if len(names) > MAX_FEEDBACK_PRINCIPALS:
+        raise ValidationError(
+            f"name at most {MAX_FEEDBACK_PRINCIPALS} feedback principals",
+            errors=[
+                {
+                    "field": "feedback_principals",
+                    "location": "json",
+                    "message": f"at most {MAX_FEEDBACK_PRINCIPALS} names",
+                }
+            ],
+        )
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not PRINCIPAL_RE.match(name):
+            message = "a principal's name: lowercase letters, digits and . _ @ -"
+            raise ValidationError(
+                f"feedback_principals.{i}: {message}",
+                errors=[
+                    {"field": f"feedback_principals.{i}", "location": "json", "message": message}
+                ],
+            )
+    return tuple(sorted(set(names)))

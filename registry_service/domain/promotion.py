@@ -73,7 +73,9 @@ class Promotion:
     expires_at: datetime
     replaces_version: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
-    kind: str = "promotion"  # or "rollback"
+    # promotion or rollback (a version to a target), or deployment (a traffic change:
+    # target ``default traffic``, ``version`` the deployment revision it was based on)
+    kind: str = "promotion"
     review_required: bool = False  # a break-glass rollback, executed without approval
     approvals: list[Approval] = field(default_factory=list)
     comments: list[Comment] = field(default_factory=list)
@@ -108,6 +110,12 @@ class Promotion:
     @property
     def subject(self) -> str:
         return f"promotion:{self.id}"
+
+    @property
+    def changes_traffic(self) -> bool:
+        """A traffic change request: it moves no version, and it executes as a database
+        step in the transaction of the approval that completes its quorum."""
+        return self.target.type is TargetType.TRAFFIC
 
     # -- transitions
     @classmethod
@@ -291,6 +299,14 @@ class Promotion:
     def retry(self, principal: Principal, now: datetime) -> None:
         if not principal.has_role(Role.ADMIN):
             raise PermissionDenied("only an admin can retry a request")
+        if self.changes_traffic:
+            # It failed because the deployment moved since it was requested: it never will
+            # apply again.
+            raise IllegalTransition(
+                f"request {self.id} changes traffic and failed against a deployment that "
+                "has moved; open a new request against the current deployment",
+                request_status=self.status.value,
+            )
         if self.status not in (Status.FAILED, Status.APPROVED):
             raise IllegalTransition(
                 f"request {self.id} is {self.status.value}; only failed or approved requests "

@@ -34,7 +34,7 @@ from registry_service.db.models import (
 )
 from registry_service.domain.entities import Stage
 from registry_service.domain.monitoring import OUT_OF_BAND_RULE
-from registry_service.domain.policy import OUT_OF_BAND_REVERT
+from registry_service.domain.policy import OUT_OF_BAND_GUARD, TargetType, reverts_out_of_band
 from registry_service.domain.promotion import Status
 from registry_service.errors import ModelNotFound, RegistryError
 from registry_service.gateway.base import RegistryGateway
@@ -166,11 +166,33 @@ class Reconciler:
                         model_name=name,
                         after={"holders": actual, "reason": "holders no move of ours explains"},
                     )
-                    return Reconciliation(name, ADOPTED, audit_seq=event.seq)
+                    # Adopted holders are recorded, never served: a version that reached
+                    # Production or an alias outside the registry is someone's to review.
+                    guarded = {
+                        k: v for k, v in actual.items() if reverts_out_of_band(OUT_OF_BAND_GUARD, k)
+                    }
+                    alert_id = None
+                    if guarded:
+                        alert_id, _ = self.monitoring.raise_alert(
+                            session,
+                            ctx,
+                            name,
+                            OUT_OF_BAND_RULE,
+                            {
+                                "adopted": guarded,
+                                "audit_seq": event.seq,
+                                "response": "not served until a governed step moves it",
+                            },
+                        )
+                    return Reconciliation(name, ADOPTED, audit_seq=event.seq, alert_id=alert_id)
                 changes = differences(expected, actual)
                 if not changes:
                     return Reconciliation(name, IN_STEP)
-                response = self.policies.load(session, name).out_of_band
+                mode = self.policies.load(session, name).out_of_band
+                to_revert = sorted(
+                    c["target"] for c in changes if reverts_out_of_band(mode, c["target"])
+                )
+                response = "revert" if to_revert else "record"
                 event = self.audit.append(
                     session,
                     ctx,
@@ -182,6 +204,8 @@ class Reconciler:
                         "noticed_by": noticed_by,
                         "noticed_at": self.clock(),
                         "response": response,
+                        "mode": mode,
+                        "reverting": to_revert,
                     },
                 )
                 alert_id, _ = self.monitoring.raise_alert(
@@ -193,10 +217,10 @@ class Reconciler:
                 )
                 recorded = self._marker_in(session, name)
             found = Reconciliation(name, OUT_OF_BAND, changes, event.seq, alert_id)
-            if response == OUT_OF_BAND_REVERT:
+            if to_revert:
                 # Versions deleted in MLflow cannot hold anything again.
                 restorable = {k: [v for v in vs if v in existing] for k, vs in expected.items()}
-                return self._revert(ctx, found, restorable, actual, recorded)
+                return self._revert(ctx, found, restorable, actual, recorded, set(to_revert))
             return found
 
     # -- reading
@@ -242,11 +266,13 @@ class Reconciler:
             )
         ).scalar()
         # Approved requests are executing or about to: their move may be in MLflow
-        # before its event is in our log.
+        # before its event is in our log. A traffic change moves nothing in MLflow (and
+        # executes in the transaction that approves it).
         executing = session.execute(
             select(func.count()).where(
                 PromotionRequestRow.model_name == name,
                 PromotionRequestRow.status == Status.APPROVED.value,
+                PromotionRequestRow.target_type != TargetType.TRAFFIC.value,
                 PromotionRequestRow.updated_at >= recent,
             )
         ).scalar()
@@ -260,9 +286,10 @@ class Reconciler:
         expected: Holders,
         actual: Holders,
         recorded: Marker,
+        changed: set[str],
     ) -> Reconciliation:
+        """Put back the targets in ``changed`` (those the policy reverts)."""
         name = found.model_name
-        changed = {c["target"] for c in found.changes}
         # Promotions of these targets wait while they are put back, and one that got in
         # first (its events change the marker) wins: the revert is then not made.
         try:
@@ -321,7 +348,15 @@ class Reconciler:
             }
 
         want, have = stages(expected), stages(actual)
-        for version in sorted(set(want) | set(have)):
+        # Only versions that entered or left a stage being put back are moved: a move the
+        # policy only records (Staging, say) stays as MLflow has it.
+        involved = {
+            v
+            for key in changed
+            if key.startswith("stage:")
+            for v in (*expected.get(key, []), *actual.get(key, []))
+        }
+        for version in sorted(involved):
             if want.get(version) != have.get(version):
                 stage = Stage.parse(want.get(version, Stage.NONE.value))
                 self.gateway.transition_stage(name, version, stage, False)

@@ -9,22 +9,19 @@ once: the outbox row is committed with the event, and only a 2xx answer settles 
 from __future__ import annotations
 
 import base64
-import ipaddress
-import json
+import hashlib
 import logging
 import random
 import re
 import secrets
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from sqlalchemy import delete, func, select, update
 from standardwebhooks.webhooks import Webhook as Signer
 
@@ -38,8 +35,15 @@ from registry_service.db.models import (
 )
 from registry_service.domain.entities import Page
 from registry_service.domain.paging import decode_position, encode_token
-from registry_service.errors import DeliveryNotFound, ValidationError, WebhookNotFound
+from registry_service.errors import (
+    DeliveryNotFound,
+    ValidationError,
+    WebhookNotFound,
+    WebhookTargetRefused,
+)
+from registry_service.integrations import egress
 from registry_service.integrations.outbox import DELIVERED, FAILED, PENDING
+from registry_service.integrations.payloads import render
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
 
@@ -146,12 +150,43 @@ def _invalid(field: str, message: str) -> ValidationError:
 
 
 def check_url(url: str) -> str:
+    """The URL's form only; where it points is checked by ``check_target``."""
+    try:
+        egress.Target.parse(url)
+    except ValueError as exc:
+        raise _invalid("url", str(exc)) from None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid("url", "an absolute http or https URL")
     if parts.username or parts.password:
         raise _invalid("url", "no credentials in the URL; receivers verify the signature")
     return url
+
+
+def check_target(url: str, allowed: Iterable[egress.Network]) -> str:
+    """Refuse a URL whose host is, or resolves to, an address webhooks never call. A
+    name that does not resolve yet is accepted: every delivery checks again."""
+    try:
+        egress.checked(egress.Target.parse(url), allowed)
+    except WebhookTargetRefused as exc:
+        error = {"field": "url", "location": "json", "message": exc.detail}
+        raise WebhookTargetRefused(exc.detail, errors=[error]) from None
+    except OSError:
+        pass
+    return url
+
+
+def redact_url(url: str) -> str:
+    """A webhook URL as the audit log and non-admins see it: scheme, host and port, and
+    a fingerprint of the whole URL; never its path, query or user (a Slack webhook's path
+    is its secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    shown = f"[{host}]" if ":" in host else host
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:8]
+    return f"{parts.scheme}://{shown}{port}/…#sha256:{digest}"
 
 
 def check_events(events: list[str]) -> list[str]:
@@ -203,6 +238,7 @@ class WebhookService:
         retry_seconds: float = 5.0,
         give_up_after: timedelta = timedelta(days=1),
         timeout: float = 10.0,
+        allow_networks: Iterable[str] = (),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
@@ -211,6 +247,8 @@ class WebhookService:
         self.retry_seconds = retry_seconds
         self.give_up_after = give_up_after
         self.timeout = timeout
+        # Internal networks deliveries may reach (REGISTRY_WEBHOOK_ALLOW_NETWORKS).
+        self.allowed = egress.parse_networks(allow_networks)
         self.clock = clock
 
     # -- administration (audited; secrets never enter the audit log)
@@ -225,7 +263,7 @@ class WebhookService:
     ) -> tuple[Webhook, str]:
         """Register a webhook; its secret is returned here and never shown again."""
         row = WebhookRow(
-            url=check_url(url),
+            url=check_target(check_url(url), self.allowed),
             events=check_events(events),
             format=check_format(format),
             secret=check_secret(secret),
@@ -260,7 +298,7 @@ class WebhookService:
             row = self._row(session, webhook_id, lock=True)
             before = _public(row)
             if "url" in changes:
-                row.url = check_url(changes["url"])
+                row.url = check_target(check_url(changes["url"]), self.allowed)
             if "events" in changes:
                 row.events = check_events(changes["events"])
             if "format" in changes:
@@ -459,23 +497,19 @@ class WebhookService:
             ),
         }
         try:
-            refused = _refused_address(item["url"])
-            if refused:
-                return Outcome(item["id"], None, refused, 0.0)
-            with requests.post(
+            # Checked again here, and sent to the very address checked (egress.py).
+            answer = egress.post(
                 item["url"],
-                data=item["body"].encode("utf-8"),
-                headers=headers,
-                timeout=(min(5.0, self.timeout), self.timeout),
-                allow_redirects=False,
-                stream=True,  # the answer's body is read only as far as the log keeps it
-            ) as response:
-                code, error = response.status_code, None
-                if not 200 <= code < 300:
-                    head = response.raw.read(200, decode_content=True) or b""
-                    error = f"HTTP {code}: {head.decode('utf-8', 'replace')}"
-        except requests.RequestException as exc:
-            code, error = None, f"{type(exc).__name__}: {str(exc)[:300]}"
+                item["body"].encode("utf-8"),
+                headers,
+                allowed=self.allowed,
+                timeout=self.timeout,
+            )
+            code, error = answer.status, answer.error
+            if code is not None and not 200 <= code < 300 and error is None:
+                error = f"HTTP {code}: {answer.head.decode('utf-8', 'replace')}"
+        except WebhookTargetRefused as exc:  # nothing was sent
+            code, error = None, f"refused: {exc.detail}"
         except Exception as exc:  # a bug in one send must not lose the batch's others
             log.exception("webhook delivery %s failed to send", item["id"])
             code, error = None, f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -525,9 +559,8 @@ class WebhookService:
             ):
                 before = _public(hook)
                 hook.enabled = False
-                hook.disabled_reason = (
-                    f"no delivery succeeded for {self.give_up_after}; last: {row.last_error}"
-                )[:500]
+                reason = f"no delivery succeeded for {self.give_up_after}; last: "
+                hook.disabled_reason = f"{reason}{row.last_error}"[:500]
                 hook.updated_at = now
                 self.audit.append(
                     session,
@@ -535,7 +568,8 @@ class WebhookService:
                     "webhook.disabled",
                     subject=f"webhook:{hook.id}",
                     before=before,
-                    after={**_public(hook), "reason": hook.disabled_reason},
+                    # The receiver's answer stays out of the audit log: it may echo the URL.
+                    after={**_public(hook), "reason": reason + _failure_kind(row)},
                 )
                 counts["disabled"] = 1
             return counts
@@ -566,99 +600,20 @@ class WebhookService:
         )
 
 
-def _refused_address(url: str) -> str | None:
-    """Link-local addresses (cloud metadata services among them) are never called."""
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return None  # the request itself reports what is wrong with the name
-    for info in infos:
-        if ipaddress.ip_address(info[4][0].split("%")[0]).is_link_local:
-            return f"{host} resolves to a link-local address, which webhooks never call"
-    return None
+def _failure_kind(row: WebhookDeliveryRow) -> str:
+    """A failed attempt as the audit log names it: its status code, or the error's kind
+    ("ConnectionError", "refused"), never the receiver's words."""
+    if row.last_status_code is not None:
+        return f"HTTP {row.last_status_code}"
+    return (row.last_error or "").split(":", 1)[0] or "unknown"
 
 
 def _public(row: WebhookRow) -> dict[str, Any]:
-    """A webhook as the audit log shows it: everything but the secret."""
+    """A webhook as the audit log shows it: the URL redacted, never the secret."""
     return {
-        "url": row.url,
+        "url": redact_url(row.url),
         "events": list(row.events),
         "format": row.format,
         "description": row.description,
         "enabled": row.enabled,
     }
-
-
-def render(
-    event: AuditEventRow,
-    format: str,
-    public_url: str,
-    promotions: dict[int, PromotionRequestRow] | None = None,
-) -> str:
-    """The body of a delivery: the Standard Webhooks envelope, or a Slack message."""
-    data: dict[str, Any] = {
-        "seq": event.seq,
-        "action": event.action,
-        "actor": event.actor,
-        "occurred_at": event.occurred_at.isoformat(),
-        "model_name": event.model_name,
-        "model_version": event.model_version,
-        "subject": event.subject,
-        "before": event.before,
-        "after": event.after,
-        "http_request_id": event.request_id,
-        "links": {"audit": f"{public_url}/api/v1/audit?subject={event.subject}"}
-        if event.subject
-        else {},
-    }
-    promotion = None
-    if event.subject and event.subject.startswith("promotion:"):
-        promotion = (promotions or {}).get(int(event.subject.split(":", 1)[1]))
-    if promotion is not None:
-        data["promotion"] = {
-            "id": promotion.id,
-            "kind": promotion.kind,
-            "model_name": promotion.model_name,
-            "version": promotion.version,
-            "target": f"{promotion.target_type} {promotion.target}",
-            "requester": promotion.requester,
-            "reason": promotion.reason,
-            "required_approvals": (promotion.rule or {}).get("required_approvals"),
-            "status": promotion.status,
-            "url": f"{public_url}/api/v1/promotions/{promotion.id}",
-            "review_url": f"{public_url}/review",
-        }
-    if format == "slack":
-        return json.dumps({"text": slack_text(data)}, separators=(",", ":"))
-    envelope = {"type": event.action, "timestamp": event.occurred_at.isoformat(), "data": data}
-    return json.dumps(envelope, separators=(",", ":"), default=str)
-
-
-def _esc(text: Any) -> str:
-    """Slack's mrkdwn escapes: &, < and > only."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def slack_text(data: dict[str, Any]) -> str:
-    p = data.get("promotion")
-    if p is not None and data["action"] == "promotion.requested":
-        return (
-            f":inbox_tray: *{_esc(p['requester'])}* requests {_esc(p['kind'])} of "
-            f"*{_esc(p['model_name'])}* version {p['version']} to {_esc(p['target'])}: "
-            f"_{_esc(p['reason'])}_\n"
-            f"Needs {p['required_approvals']} approval(s). <{p['review_url']}|Review> · "
-            f"<{p['url']}|Request {p['id']}>"
-        )
-    if p is not None:
-        verb = data["action"].removeprefix("promotion.").replace("_", " ")
-        return (
-            f"Request <{p['url']}|{p['id']}> ({_esc(p['model_name'])} v{p['version']} to "
-            f"{_esc(p['target'])}) {_esc(verb)} by {_esc(data['actor'])}; now {p['status']}"
-        )
-    where = ""
-    if data.get("model_name"):
-        where = f" on *{_esc(data['model_name'])}*"
-        if data.get("model_version") is not None:
-            where += f" version {data['model_version']}"
-    return f"`{_esc(data['action'])}`{where} by {_esc(data['actor'])}"

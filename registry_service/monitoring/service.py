@@ -28,7 +28,7 @@ from registry_service.db.models import (
     VersionReferenceRow,
 )
 from registry_service.domain.entities import Principal, Role
-from registry_service.domain.monitoring import OUT_OF_BAND_RULE, AlertRule, MonitoringPolicy
+from registry_service.domain.monitoring import SYSTEM_RULES, AlertRule, MonitoringPolicy
 from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Target, TargetType
 from registry_service.domain.profile import (
@@ -37,6 +37,7 @@ from registry_service.domain.profile import (
     check_profile,
     profile_of,
 )
+from registry_service.domain.promotion import Promotion
 from registry_service.errors import (
     AlertNotFound,
     Conflict,
@@ -51,8 +52,9 @@ from registry_service.monitoring import stats
 from registry_service.monitoring.entities import AbTest, Alert, Reference
 from registry_service.monitoring.rollup import Totals, minute_of
 from registry_service.monitoring.store import HOUR
-from registry_service.services.audit import AuditLog, to_json_value
+from registry_service.services.audit import AuditLog, Entry, to_json_value
 from registry_service.services.context import Context
+from registry_service.services.history import holders_now
 from registry_service.services.policies import PolicyService
 from registry_service.services.promotions import SYSTEM_ACTOR, PromotionService
 from registry_service.serving.routing import DeploymentSpec
@@ -591,6 +593,7 @@ class MonitoringService:
     def start_ab_test(
         self,
         ctx: Context,
+        principal: Principal,
         name: str,
         champion: Target,
         challenger: Target,
@@ -600,7 +603,10 @@ class MonitoringService:
         alpha: float,
         max_hours: float | None,
         sticky_by: str | None,
-    ) -> AbTest:
+    ) -> Promotion:
+        """Request the test's split as a traffic change (returned pending); the test
+        starts, running, when the request executes (``start_approved_test``), and its id
+        is in the request's outcome."""
         check_model_name(name)
         if champion == challenger:
             raise ValidationError(
@@ -618,85 +624,100 @@ class MonitoringService:
                 f"version {versions[CHAMPION]} holds both {champion} and {challenger}: "
                 "there is nothing to compare"
             )
-        # One start or conclusion per model at a time: the split and the test row agree.
-        with self.locks.hold(f"abtest:{name}"):
-            with self.db.read() as session:
-                running = session.execute(
-                    select(AbTestRow.id).where(
-                        AbTestRow.model_name == name, AbTestRow.status == "running"
-                    )
-                ).scalar_one_or_none()
-            if running is not None:
+        with self.db.read() as session:
+            running = session.execute(
+                select(AbTestRow.id).where(
+                    AbTestRow.model_name == name, AbTestRow.status == "running"
+                )
+            ).scalar_one_or_none()
+        if running is not None:
+            raise Conflict(f"A/B test {running} is still running on {name!r}: conclude it first")
+        previous_row = self.serving._stored(name)
+        base = previous_row or DeploymentSpec.default()
+        split = {
+            "variants": [
+                {"name": CHAMPION, **_target_json(champion), "weight": 100 - share},
+                {"name": CHALLENGER, **_target_json(challenger), "weight": share},
+            ],
+            "sticky_by": sticky_by if sticky_by is not None else base.sticky_by,
+            "fallback": base.fallback,
+            "preload": base.preload,
+        }
+        sides = {
+            role: {"target": str(target), **_target_json(target), "version": versions[role]}
+            for role, target in ((CHAMPION, champion), (CHALLENGER, challenger))
+        }
+        test = sides | {
+            "challenger_share": share,
+            "metric": metric,
+            "min_samples": min_samples,
+            "alpha": alpha,
+            "max_hours": max_hours,
+            # Restored when the test ends (None: there was no deployment).
+            "previous_spec": previous_row.to_json() if previous_row else None,
+        }
+        reason = (
+            f"A/B test on {metric}: {share}% of traffic to {challenger} (version "
+            f"{versions[CHALLENGER]}) against {champion} (version {versions[CHAMPION]})"
+        )
+        if_match = etag_of(previous_row) if previous_row else None
+        return self.serving.request_split(ctx, principal, name, split, if_match, reason, test)
+
+    def start_approved_test(
+        self, session: Session, ctx: Context, p: Promotion, revision: int
+    ) -> tuple[dict[str, Any], list[Entry]]:
+        """Start the A/B test a traffic change carries, in the transaction of the approval
+        that executes it (``revision``: the deployment it writes). Refused, and the
+        request fails, when a test started meanwhile or a side's holder moved since."""
+        test = p.evidence.get("abtest")
+        if test is None:
+            return {}, []
+        name = p.model_name
+        running = session.execute(
+            select(AbTestRow.id)
+            .where(AbTestRow.model_name == name, AbTestRow.status == "running")
+            .with_for_update()
+        ).scalar_one_or_none()
+        if running is not None:
+            raise Conflict(f"A/B test {running} started on {name!r} meanwhile: conclude it first")
+        held = holders_now(session, name, governed=True)  # what serving answers from
+        for role in (CHAMPION, CHALLENGER):
+            side = test[role]
+            key = side["target"].replace(" ", ":", 1)  # "stage Production": stage:Production
+            now = max(held.get(key, []), default=None) if held is not None else side["version"]
+            if now != side["version"]:
                 raise Conflict(
-                    f"A/B test {running} is still running on {name!r}: conclude it first"
+                    f"{side['target']} is held by version {now} now, not by version "
+                    f"{side['version']} as when the test was requested: request it again"
                 )
-            previous_row = self.serving._stored(name)
-            previous = previous_row.to_json() if previous_row else None
-            base = previous_row or DeploymentSpec.default()
-            split = {
-                "variants": [
-                    {"name": CHAMPION, **_target_json(champion), "weight": 100 - share},
-                    {"name": CHALLENGER, **_target_json(challenger), "weight": share},
-                ],
-                "sticky_by": sticky_by if sticky_by is not None else base.sticky_by,
-                "fallback": base.fallback,
-                "preload": base.preload,
-            }
-            spec = self.serving.put_deployment(
-                ctx, name, split, etag_of(previous_row) if previous_row else None
-            )
-            self._refresh(name)
-            with self.db.transaction() as session:
-                running = session.execute(
-                    select(AbTestRow.id)
-                    .where(AbTestRow.model_name == name, AbTestRow.status == "running")
-                    .with_for_update()
-                ).scalar_one_or_none()
-                if running is not None:
-                    raise Conflict(f"A/B test {running} started on {name!r} meanwhile")
-                row = AbTestRow(
-                    model_name=name,
-                    status="running",
-                    champion={
-                        "target": str(champion),
-                        **_target_json(champion),
-                        "version": versions[CHAMPION],
-                    },
-                    challenger={
-                        "target": str(challenger),
-                        **_target_json(challenger),
-                        "version": versions[CHALLENGER],
-                    },
-                    challenger_share=share,
-                    metric=metric,
-                    min_samples=min_samples,
-                    alpha=alpha,
-                    max_hours=max_hours,
-                    previous_spec=previous,
-                    started_at=self.clock(),
-                    started_by=ctx.actor,
-                    result={"deployment_revision": spec.revision},
-                )
-                session.add(row)
-                session.flush()
-                self.audit.append(
-                    session,
-                    ctx,
-                    "abtest.started",
-                    model_name=name,
-                    subject=f"abtest:{row.id}",
-                    after={
-                        "id": row.id,
-                        "champion": row.champion,
-                        "challenger": row.challenger,
-                        "challenger_share": share,
-                        "metric": metric,
-                        "min_samples": min_samples,
-                        "alpha": alpha,
-                        "max_hours": max_hours,
-                    },
-                )
-                return self._ab_entity(row)
+        row = AbTestRow(
+            model_name=name,
+            status="running",
+            champion=test[CHAMPION],
+            challenger=test[CHALLENGER],
+            challenger_share=test["challenger_share"],
+            metric=test["metric"],
+            min_samples=test["min_samples"],
+            alpha=test["alpha"],
+            max_hours=test["max_hours"],
+            previous_spec=test["previous_spec"],
+            started_at=self.clock(),
+            started_by=p.requester,
+            result={"deployment_revision": revision},
+        )
+        session.add(row)
+        session.flush()
+        started = Entry(
+            "abtest.started",
+            model_name=name,
+            subject=f"abtest:{row.id}",
+            after={
+                "id": row.id,
+                **{k: v for k, v in test.items() if k != "previous_spec"},
+                "promotion_request": p.id,
+            },
+        )
+        return {"ab_test_id": row.id}, [started]
 
     def _ab_row(self, session: Session, name: str, test_id: int, lock: bool = False) -> AbTestRow:
         query = select(AbTestRow).where(AbTestRow.id == test_id, AbTestRow.model_name == name)
@@ -879,10 +900,10 @@ class MonitoringService:
         ours = (row.result or {}).get("deployment_revision")
         if current is None or current.revision != ours:
             return "changed during the test: left as it is"
+        # The split approved before the test: back to it without a new approval.
+        self.serving.restore_deployment(ctx, name, row.previous_spec, etag_of(current))
         if row.previous_spec is None:
-            self.serving.delete_deployment(ctx, name, etag_of(current))
             return "restored: no deployment (all traffic to Production)"
-        self.serving.put_deployment(ctx, name, row.previous_spec, etag_of(current))
         return "restored: the split before the test"
 
     def _promote_challenger(
@@ -1051,7 +1072,7 @@ class MonitoringService:
             for row in session.execute(query).scalars().all():
                 policy_row = session.get(ModelPolicyRow, row.model_name)
                 policy = MonitoringPolicy.from_dict(policy_row.monitoring if policy_row else None)
-                if policy.rule(row.rule) is not None or row.rule == OUT_OF_BAND_RULE:
+                if policy.rule(row.rule) is not None or row.rule in SYSTEM_RULES:
                     continue
                 row.state, row.resolved_at = "resolved", self.clock()
                 row.resolved_figures = {"reason": "the rule was removed from the policy"}

@@ -122,6 +122,10 @@ class RegistryClient:
     def ab_test(self, name: str, test_id: int) -> dict:
         return self.call("GET", f"/models/{name}/ab-tests/{test_id}")
 
+    def manifest(self, name: str, version: int) -> dict:
+        """A version's signed manifest, with the registry's public key."""
+        return self.call("GET", f"/models/{name}/versions/{version}/manifest")
+
     def promotion(self, request_id: int) -> dict:
         return self.call("GET", f"/promotions/{request_id}")
 

@@ -6,8 +6,9 @@ Exit codes a CI job can branch on:
   3  the service could not be reached
   4  the request ended without executing (rejected, cancelled, expired, failed,
      superseded),
-     ``evaluate`` found the challenger short of a criterion, or ``audit verify``
-     found a broken chain
+     ``evaluate`` found the challenger short of a criterion, ``audit verify``
+     found a broken chain, or ``versions verify`` files that differ from their
+     signed manifest
   5  ``--wait`` timed out with the request still open
 """
 
@@ -93,11 +94,20 @@ def table(rows: list[list[Any]], headers: list[str]) -> None:
 
 
 def show_promotion(p: dict) -> None:
-    target = f"stage {p['target_stage']}" if p.get("target_stage") else f"alias {p['target_alias']}"
-    click.echo(
-        f"request {p['id']} ({p.get('kind', 'promotion')}): {p['model_name']} "
-        f"v{p['version']} -> {target}"
-    )
+    if p.get("kind") == "deployment":
+        change = (p.get("evidence") or {}).get("deployment") or {}
+        click.echo(
+            f"request {p['id']} (deployment): {p['model_name']} traffic "
+            f"({change.get('routing_change', 'change')} of revision {p['version']})"
+        )
+    else:
+        target = (
+            f"stage {p['target_stage']}" if p.get("target_stage") else f"alias {p['target_alias']}"
+        )
+        click.echo(
+            f"request {p['id']} ({p.get('kind', 'promotion')}): {p['model_name']} "
+            f"v{p['version']} -> {target}"
+        )
     click.echo(f"  status     {p['status']}")
     click.echo(
         f"  approvals  {p['received_approvals']}/{p['required_approvals']}"
@@ -143,6 +153,9 @@ def show_comparison(c: dict) -> None:
         ],
         ["metric", "champion", "candidate", "delta", "relative", "better"],
     )
+    for side in ("candidate", "champion"):
+        for line in evidence_warnings(side, c.get(side)):
+            click.echo(line)
     if champion and c["params_differing"]:
         click.echo(f"\nparams that differ ({c['params_same']} equal)")
         table(
@@ -158,6 +171,22 @@ def show_comparison(c: dict) -> None:
         ],
         ["", "champion", "candidate"],
     )
+
+
+def evidence_warnings(side: str, review: dict | None) -> list[str]:
+    """Where a side's metrics are not the ones frozen at registration, or its run has
+    changed since."""
+    if not review:
+        return []
+    version = f"{side} v{review['version']}"
+    if review.get("metrics_state") == "unfrozen":
+        return [f"{version}: registered outside the registry; its run's metrics now (unfrozen)"]
+    return [
+        f"{version}: {m['key']} changed since registration: "
+        f"{_number(m['registered']) or 'absent'} registered, "
+        f"{_number(m['current']) or 'absent'} now (the registered value is compared)"
+        for m in review.get("changed_since_registration") or []
+    ]
 
 
 def promotion_exit(p: dict) -> int:
@@ -628,6 +657,9 @@ def mcp(url: str, token: str | None, over_http: bool, host: str, port: int) -> N
 
 
 def register(main: click.Group) -> None:
+    from registry_service.sdk.verify import versions_verify
+
+    versions.add_command(versions_verify)
     for group in (models, versions, promote, audit, experiments, runs, ab_test):
         main.add_command(group)
     main.add_command(rollback)

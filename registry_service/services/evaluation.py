@@ -1,10 +1,15 @@
-"""Champion/challenger evaluation: decide by the model's criteria, audit, maybe request."""
+"""Champion/challenger evaluation: decide by the model's criteria, audit, maybe request.
+
+Both sides are judged on the metrics recorded when they were registered, not on their
+runs as they are now (services/review.py); a run changed since is reported in the
+decision's ``evidence`` and ``notes``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, replace
 
-from registry_service.domain.entities import Principal, Stage, VersionDetail
+from registry_service.domain.entities import Principal, Stage
 from registry_service.domain.evaluation import Decision, decide
 from registry_service.domain.names import check_model_name
 from registry_service.errors import Conflict, IllegalTransition
@@ -14,12 +19,7 @@ from registry_service.services.context import Context
 from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService
 from registry_service.services.promotions import PromotionService
-
-
-def _metrics(detail: VersionDetail) -> dict[str, float]:
-    if detail.run is not None:
-        return dict(detail.run.metrics)
-    return dict(detail.lineage.metrics) if detail.lineage else {}
+from registry_service.services.review import evidence_notes, evidence_of
 
 
 class EvaluationService:
@@ -56,12 +56,24 @@ class EvaluationService:
         )
         if champion_version == version:
             raise IllegalTransition(f"version {version} is the champion it would be compared to")
-        champion = (
-            _metrics(self.models.get_version(name, champion_version))
+        challenger_evidence = evidence_of(challenger)
+        champion_evidence = (
+            evidence_of(self.models.get_version(name, champion_version))
             if champion_version is not None
             else None
         )
-        decision = decide(criteria, version, _metrics(challenger), champion_version, champion)
+        champion = dict(champion_evidence.metrics) if champion_evidence else None
+        challenger_metrics = dict(challenger_evidence.metrics)
+        decision = decide(criteria, version, challenger_metrics, champion_version, champion)
+        evidence = {
+            "challenger": {"version": version, **challenger_evidence.as_dict()},
+            "champion": {"version": champion_version, **champion_evidence.as_dict()}
+            if champion_evidence
+            else None,
+        }
+        notes = evidence_notes("challenger", version, challenger_evidence)
+        if champion_evidence is not None:
+            notes += evidence_notes("champion", champion_version, champion_evidence)
         self.audit.record(
             ctx,
             "model.evaluated",
@@ -71,7 +83,8 @@ class EvaluationService:
                 "criteria": criteria.as_dict(),
                 "champion_version": champion_version,
                 "champion_metrics": champion,
-                "challenger_metrics": _metrics(challenger),
+                "challenger_metrics": challenger_metrics,
+                "evidence": evidence,
             },
             after={
                 "passed": decision.passed,
@@ -90,5 +103,6 @@ class EvaluationService:
                 criteria.destination,
                 f"auto-promotion: {criteria.metric} {value} passed every criterion against "
                 + (f"version {champion_version}" if champion_version else "no champion"),
+                evidence={"auto_promotion": {"evidence": evidence, "notes": notes}},
             )
-        return replace(decision, request=request, dry_run=dry_run)
+        return replace(decision, request=request, dry_run=dry_run, evidence=evidence, notes=notes)

@@ -15,6 +15,8 @@ from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Target, TargetType
 from registry_service.gateway.base import RegistryGateway
 
+ARCHIVED = Target(TargetType.STAGE, Stage.ARCHIVED.value)
+
 # Events whose ``after.holders`` state outright which versions hold the targets named:
 # a model adopted as found, a move noticed in MLflow that bypassed us, and its revert.
 HOLDER_EVENTS = (
@@ -24,6 +26,14 @@ HOLDER_EVENTS = (
     "model.out_of_band_revert_failed",
 )
 MOVES = ("version.stage_changed", "alias.set", "alias.deleted", *HOLDER_EVENTS)
+# Events that only record what MLflow was found holding: the governed history (what
+# serving and rollbacks follow) leaves them out, so a move made behind the registry never
+# makes a version a holder. A revert puts the governed holders back, so it stays in.
+UNGOVERNED_EVENTS = (
+    "model.adopted",
+    "model.out_of_band_change",
+    "model.out_of_band_revert_failed",
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,15 @@ class ModelHistory:
         found = {f"{t.type.value}:{t.name}": self.holders(t, self.at) for t in targets}
         return {k: v for k, v in sorted(found.items()) if v}
 
+    def current(self) -> dict[Target, int]:
+        """Each target held now and its holder (the newest version where several hold a
+        stage), Archived left out: an archived version holds nothing it could serve."""
+        found: dict[Target, int] = {}
+        for t in self.tenures:
+            if t.until is None and t.target != ARCHIVED:
+                found[t.target] = max(found.get(t.target, t.version), t.version)
+        return found
+
     def previous_holder(self, target: Target) -> int | None:
         """The version that held ``target`` before its current holder took it."""
         current = [t for t in self.tenures if t.target == target and t.until is None]
@@ -93,12 +112,21 @@ class HistoryService:
         self.db = db
 
     def history(
-        self, name: str, target: Target | None = None, at: datetime | None = None
+        self,
+        name: str,
+        target: Target | None = None,
+        at: datetime | None = None,
+        governed: bool = False,
     ) -> ModelHistory:
+        """Every tenure of ``name``'s targets; ``governed`` keeps only those that governed
+        steps made (promotions, rollbacks, reverts), never what was found in MLflow."""
         check_model_name(name)
         self.gateway.get_registered_model(name)
         with self.db.read() as session:
-            tenures = _replay(_move_rows(session, name))
+            rows = _move_rows(session, name)
+        if governed:
+            rows = [r for r in rows if r.action not in UNGOVERNED_EVENTS]
+        tenures = _replay(rows)
         if target is not None:
             tenures = [t for t in tenures if t.target == target]
         if at is not None:
@@ -169,10 +197,14 @@ def target_of(key: str) -> Target:
     return Target(TargetType(kind), name)
 
 
-def holders_now(session: Session, name: str) -> dict[str, list[int]] | None:
-    """What our own records say holds each stage and alias of ``name`` now; None when
-    they have never recorded a move of it."""
+def holders_now(
+    session: Session, name: str, governed: bool = False
+) -> dict[str, list[int]] | None:
+    """What our own records say holds each stage and alias of ``name`` now (``governed``:
+    through governed steps only); None when they have never recorded a move of it."""
     rows = _move_rows(session, name)
+    if governed:
+        rows = [r for r in rows if r.action not in UNGOVERNED_EVENTS]
     return ModelHistory(name, _replay(rows)).holders_at if rows else None
 
 

@@ -54,6 +54,7 @@ from registry_service.errors import (
 from registry_service.gateway.base import RegistryGateway
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
+from registry_service.services.integrity import IntegrityService, Seal
 from registry_service.services.intents import (
     APPLIED,
     FAILED,
@@ -248,10 +249,17 @@ def _lineage_from_row(row: VersionLineageRow) -> Lineage:
 
 
 class ModelService:
-    def __init__(self, gateway: RegistryGateway, db: Database, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        gateway: RegistryGateway,
+        db: Database,
+        audit: AuditLog,
+        integrity: IntegrityService | None = None,
+    ) -> None:
         self.gateway = gateway
         self.db = db
         self.audit = audit
+        self.integrity = integrity  # seals each registration: manifest, signature, scan
         self.intents = IntentLog(db)
         self._lineage_cache: dict[tuple[str, int], tuple[float, Lineage]] = {}
         # Called with (ctx, name, version) once a registration is recorded; what they do
@@ -644,8 +652,25 @@ class ModelService:
             "registered_by": ctx.actor,
         }
 
+        seals: dict[int, Seal] = {}
+
+        def create() -> ModelVersion:
+            mv = self.gateway.create_model_version(
+                name, source, run.run_id, description, mlflow_tags, model_id
+            )
+            if self.integrity is not None:
+                try:  # sealed (manifest signed, pickles scanned) or not registered at all
+                    seals[mv.version] = self.integrity.seal(name, mv.version)
+                except RegistryError:
+                    self.gateway.delete_model_version(name, mv.version)
+                    raise
+            return mv
+
         def record(session, mv: ModelVersion) -> None:
-            session.add(_lineage_row_of(name, mv.version, payload))
+            row, seal = _lineage_row_of(name, mv.version, payload), seals.get(mv.version)
+            if seal is not None:
+                IntegrityService.stamp(row, seal)
+            session.add(row)
             try:
                 session.flush()
             except IntegrityError as exc:  # a stale row from a deleted, renumbered version
@@ -656,16 +681,18 @@ class ModelService:
                 "version.registered",
                 model_name=name,
                 model_version=mv.version,
-                after={**mv.snapshot(), "lineage": lineage.as_dict()},
+                after={
+                    **mv.snapshot(),
+                    "lineage": lineage.as_dict(),
+                    "integrity": seal.summary() if seal else None,
+                },
             )
 
         mv = self._recorded(
             ctx,
             "version.registered",
             Subject("registration", name, payload=payload),
-            change=lambda: self.gateway.create_model_version(
-                name, source, run.run_id, description, mlflow_tags, model_id
-            ),
+            change=create,
             undo=lambda mv: self.gateway.delete_model_version(name, mv.version),
             record=record,
         )

@@ -13,10 +13,11 @@ from registry_service.domain.evaluation import AutoPromotion
 from registry_service.domain.monitoring import MonitoringPolicy, validate_monitoring
 from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import (
+    OUT_OF_BAND_DEFAULT,
     OUT_OF_BAND_MODES,
-    OUT_OF_BAND_RECORD,
     Policy,
     PolicyRule,
+    validate_feedback_principals,
     validate_rules,
 )
 from registry_service.errors import ValidationError
@@ -36,7 +37,9 @@ def _policy(name: str, row: ModelPolicyRow | None) -> Policy:
         updated_by=row.updated_by,
         auto_promotion=AutoPromotion.from_dict(row.auto_promotion) if row.auto_promotion else None,
         monitoring=MonitoringPolicy.from_dict(row.monitoring) if row.monitoring else None,
-        out_of_band=row.out_of_band or OUT_OF_BAND_RECORD,
+        feedback_principals=tuple(row.feedback_principals or ()),
+        out_of_band=row.out_of_band or OUT_OF_BAND_DEFAULT,
+        allow_unsafe_artifacts=bool(row.allow_unsafe_artifacts),
     )
 
 
@@ -46,7 +49,9 @@ def _snapshot(policy: Policy) -> dict:
         "rules": [r.as_dict() for r in policy.rules],
         "auto_promotion": policy.auto_promotion.as_dict() if policy.auto_promotion else None,
         "monitoring": policy.monitoring.as_dict() if policy.monitoring else None,
+        "feedback_principals": list(policy.feedback_principals),
         "out_of_band": policy.out_of_band,
+        "allow_unsafe_artifacts": policy.allow_unsafe_artifacts,
     }
 
 
@@ -112,17 +117,25 @@ class PolicyService:
         rules: list[PolicyRule],
         auto_promotion: AutoPromotion | None = None,
         monitoring: MonitoringPolicy | None = None,
-        out_of_band: str = OUT_OF_BAND_RECORD,
+        out_of_band: str = OUT_OF_BAND_DEFAULT,
+        feedback_principals: list[str] | tuple[str, ...] = (),
+        allow_unsafe_artifacts: bool = False,
     ) -> Policy:
         """Replace the model's own rules (an empty list falls back to the defaults), its
-        auto-promotion criteria (None: no automatic promotion) and its monitoring (None:
-        default drift thresholds, no alert rules)."""
+        auto-promotion criteria (None: no automatic promotion), its monitoring (None:
+        default drift thresholds, no alert rules) and whether versions with dangerous
+        pickle findings may still be requested for Production or an alias."""
         check_model_name(name)
+        feedback_principals = validate_feedback_principals(list(feedback_principals))
         if out_of_band not in OUT_OF_BAND_MODES:
             raise ValidationError(
                 f"out_of_band must be one of {list(OUT_OF_BAND_MODES)}",
                 errors=[
-                    {"field": "out_of_band", "location": "json", "message": "record or revert"}
+                    {
+                        "field": "out_of_band",
+                        "location": "json",
+                        "message": "guard, record or revert",
+                    }
                 ],
             )
         rules = validate_rules(rules)
@@ -155,6 +168,8 @@ class PolicyService:
             row.auto_promotion = auto_promotion.as_dict() if auto_promotion else None
             row.monitoring = monitoring.as_dict() if monitoring else None
             row.out_of_band = out_of_band
+            row.allow_unsafe_artifacts = allow_unsafe_artifacts
+            row.feedback_principals = list(feedback_principals)
             row.revision += 1
             row.updated_at = utcnow()
             row.updated_by = ctx.actor

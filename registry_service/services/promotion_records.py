@@ -24,11 +24,23 @@ from registry_service.db.models import (
 from registry_service.domain.policy import PolicyRule, Target, TargetType
 from registry_service.domain.promotion import Approval, Comment, Promotion, Status
 from registry_service.errors import OpenRequestExists
-from registry_service.services.audit import to_json_value
+from registry_service.services.audit import Entry, to_json_value
 
 REQUESTS = PromotionRequestRow.__table__
 APPROVALS = PromotionApprovalRow.__table__
 COMMENTS = PromotionCommentRow.__table__
+
+
+def request_entry(p: Promotion, action: str, after: dict[str, Any]) -> Entry:
+    """An audit event about request ``p``: every step of every request is one. A traffic
+    change names no model version (its ``version`` is a deployment revision)."""
+    return Entry(
+        action,
+        model_name=p.model_name,
+        model_version=None if p.changes_traffic else p.version,
+        subject=p.subject,
+        after={"request_id": p.id, "status": p.status.value, **after},
+    )
 
 
 def requests() -> Select:

@@ -24,14 +24,9 @@ from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.locks import LockBusy, NamedLocks
 from registry_service.db.models import OPEN_STATUSES, PromotionRequestRow
-from registry_service.domain.comparison import (
-    ChampionComparison,
-    ReviewSide,
-    compare_with_champion,
-)
+from registry_service.domain.comparison import ChampionComparison
 from registry_service.domain.entities import (
     AuditEvent,
-    Lineage,
     ModelVersion,
     Page,
     Principal,
@@ -51,6 +46,7 @@ from registry_service.errors import (
     PromotionNotFound,
     QuorumUnreachable,
     RegistryError,
+    UnsafeArtifact,
     UpstreamError,
     UpstreamUnavailable,
     VersionNotFound,
@@ -63,8 +59,10 @@ from registry_service.services.models import ModelService
 from registry_service.services.policies import PolicyService, eligible_approvers
 from registry_service.services.promotion_records import (
     PromotionRecords,
+    request_entry,
     requests,
 )
+from registry_service.services.review import request_comparison
 
 log = logging.getLogger(__name__)
 
@@ -135,30 +133,6 @@ def _already_there(mv: ModelVersion, target: Target) -> bool:
     return mv.stage == target.name
 
 
-def _lineage_dict(lineage: Lineage) -> dict[str, Any]:
-    return {
-        **lineage.as_dict(),
-        "registered_by": lineage.registered_by,
-        "registered_at": lineage.registered_at,
-    }
-
-
-def _lineage_summary(lineage: dict[str, Any], run_id: str | None) -> dict[str, Any]:
-    """Where a version came from, as a reviewer reads it: no params or metrics here."""
-    keys = (
-        "experiment_id",
-        "experiment_name",
-        "git_commit",
-        "source_name",
-        "data_version",
-        "registered_by",
-        "registered_at",
-    )
-    return to_json_value(
-        {"run_id": lineage.get("run_id") or run_id, **{k: lineage.get(k) for k in keys}}
-    )
-
-
 def _archived_by(p: Promotion, now: dict[int, ModelVersion], were_there: list[int]) -> list[int]:
     """The versions a move of ``p`` archived: of those in its stage before, the ones
     Archived now; only a move into Staging or Production archiving existing ones does."""
@@ -218,17 +192,16 @@ class PromotionService:
         self.locks = locks
         self.history = history
         self.clock = clock
+        # Applies a traffic change whose quorum is reached, in the approval's own
+        # transaction (services/traffic.py); set by the container.
+        self.execute_traffic: (
+            Callable[[Session, Context, Promotion, datetime], list[Entry]] | None
+        ) = None
 
     # -- audit helpers: every step is an event about the request
     @staticmethod
     def _entry(p: Promotion, action: str, after: dict[str, Any]) -> Entry:
-        return Entry(
-            action,
-            model_name=p.model_name,
-            model_version=p.version,
-            subject=p.subject,
-            after={"request_id": p.id, "status": p.status.value, **after},
-        )
+        return request_entry(p, action, after)
 
     def _event(
         self, session: Session, ctx: Context, p: Promotion, action: str, after: dict[str, Any]
@@ -258,12 +231,31 @@ class PromotionService:
             raise IllegalTransition(
                 f"version {version} of {model_name!r} is {mv.status}, not READY"
             )
-        if _already_there(mv, target):
+        if _already_there(mv, target) and self._governed_holds(model_name, version, target):
+            # Held in MLflow but not through a governed step (adopted, or moved behind the
+            # registry): a request is how it becomes governed, and served.
             raise IllegalTransition(f"version {version} of {model_name!r} already holds {target}")
         now = self.clock()
         try:
             with self.db.transaction() as session:
-                rule = self.policies.load(session, model_name).rule_for(target)
+                policy = self.policies.load(session, model_name)
+                rule = policy.rule_for(target)
+                integrity = self.models.integrity
+                artifacts = (
+                    integrity.evidence(session, model_name, version, mv.run_id)
+                    if integrity is not None
+                    else {}
+                )
+                if policy.refuses_artifacts(target, artifacts.get("scan_verdict")):
+                    dangerous = sorted(
+                        {g for f in artifacts["findings"].values() for g in f["dangerous"]}
+                    )
+                    raise UnsafeArtifact(
+                        f"the pickle scan of version {version} of {model_name!r} found "
+                        f"dangerous globals ({', '.join(dangerous)}): {target} takes it only "
+                        "when the model's policy sets allow_unsafe_artifacts",
+                        findings=artifacts["findings"],
+                    )
                 if kind == "rollback":
                     rule = rule.for_rollback()
                 eligible = eligible_approvers(session, rule, requester=principal.name)
@@ -286,7 +278,11 @@ class PromotionService:
                     rule=rule,
                     now=now,
                     replaces_version=_holder(model, target),
-                    evidence={**_evidence(detail), **to_json_value(evidence or {})},
+                    evidence={
+                        **_evidence(detail),
+                        "artifacts": artifacts,  # the manifest digest approved, the scan
+                        **to_json_value(evidence or {}),
+                    },
                     kind=kind,
                 )
                 records.add(p)
@@ -328,7 +324,7 @@ class PromotionService:
         evidence: dict[str, Any] | None = None,
     ) -> Promotion:
         """Request the move of ``target`` back to the version that held it before."""
-        history = self.history.history(model_name, target)
+        history = self.history.history(model_name, target, governed=True)
         current = history.holders(target)
         previous = history.previous_holder(target)
         if previous is None:
@@ -347,6 +343,11 @@ class PromotionService:
             kind="rollback",
             evidence=evidence,
         )
+
+    def _governed_holds(self, model_name: str, version: int, target: Target) -> bool:
+        """Whether our records show ``version`` holding ``target`` through a governed step."""
+        history = self.history.history(model_name, target, governed=True)
+        return version in history.holders(target)
 
     def _open_request_id(self, model_name: str, version: int, target: Target) -> int | None:
         with self.db.read() as session:
@@ -390,8 +391,14 @@ class PromotionService:
 
     # -- one locked step on an existing request
     def _change(
-        self, ctx: Context, request_id: int, step: Callable[[Promotion, datetime], list[Event]]
+        self,
+        ctx: Context,
+        request_id: int,
+        step: Callable[[Promotion, datetime], list[Event]],
+        then: Callable[[Session, Promotion, datetime], list[Entry]] | None = None,
     ) -> Promotion:
+        """``then``: more of the step in its transaction, once its events are built (the
+        execution of a traffic change)."""
         expired_at = slot = None
         try:
             with self.db.transaction() as session:
@@ -409,10 +416,11 @@ class PromotionService:
                     # and the events below are its whole trail.
                     trail = self.audit.trail_in(session, p.subject)
                     events = step(p, now)
+                    entries = [self._entry(p, action, after) for action, after in events]
+                    if then is not None:
+                        entries += then(session, p, now)
                     records.save(p)
-                    p.audit_trail = trail + self.audit.append_all(
-                        session, ctx, [self._entry(p, action, after) for action, after in events]
-                    )
+                    p.audit_trail = trail + self.audit.append_all(session, ctx, entries)
         except OpenRequestExists:
             existing = self._open_request_id(*slot)
             raise OpenRequestExists(
@@ -432,13 +440,14 @@ class PromotionService:
         self, ctx: Context, principal: Principal, request_id: int, comment: str | None
     ) -> Promotion:
         """The approval that completes the quorum takes the target's lock (if free) and
-        records the execution's start with itself, in one transaction, then executes."""
-        reached = claimed = False
+        records the execution's start with itself, in one transaction, then executes.
+        A traffic change executes in that transaction itself: a database write."""
+        reached = claimed = direct = False
 
         with ExitStack() as held:
 
             def step(p: Promotion, now: datetime) -> list[Event]:
-                nonlocal reached, claimed
+                nonlocal reached, claimed, direct
                 reached = p.approve(principal, comment, now)
                 events = [
                     (
@@ -452,7 +461,8 @@ class PromotionService:
                         },
                     )
                 ]
-                if reached:
+                direct = reached and p.changes_traffic
+                if reached and not direct:
                     # Never waited for here, under the request's row lock: an execution
                     # holding the target may need that row (to supersede this request).
                     try:
@@ -466,10 +476,13 @@ class PromotionService:
                     events.append(("promotion.execution_started", {"attempt": p.attempts}))
                 return events
 
-            p = self._change(ctx, request_id, step)
+            def then(session: Session, p: Promotion, now: datetime) -> list[Entry]:
+                return self.execute_traffic(session, ctx, p, now) if direct else []
+
+            p = self._change(ctx, request_id, step, then)
             if claimed:
                 p = self._run(ctx, p)
-        if reached and not claimed:
+        if reached and not claimed and not direct:
             # Another execution holds the target: wait for it outside any row lock.
             settled = self._execute_or_defer(ctx, p)
             if settled is None:
@@ -601,8 +614,9 @@ class PromotionService:
         if mv.status != "READY":
             raise StaleRequest(f"version {version} of {name!r} is {mv.status}, not READY")
         if _already_there(mv, target):
-            if p.attempts > 1:
-                # An earlier attempt applied it but could not record it: record it now.
+            if p.attempts > 1 or not self._governed_holds(name, version, target):
+                # An earlier attempt applied it but could not record it, or it got there
+                # behind the registry: this approved request records it as governed.
                 return self._reconciled(p, versions)
             raise StaleRequest(f"version {version} already holds {target}; nothing to do")
         if (target.type is TargetType.ALIAS or target.name in HELD_STAGES) and (
@@ -874,7 +888,7 @@ class PromotionService:
         if p is None:
             raise PromotionNotFound(f"no promotion request with id {request_id}")
         self._with_trail(p)
-        if with_comparison:
+        if with_comparison and not p.changes_traffic:  # a traffic change has no candidate
             p.comparison = self.comparison(p)
         return p
 
@@ -888,30 +902,9 @@ class PromotionService:
         return p if p.audit_trail else self._with_trail(p)
 
     def comparison(self, p: Promotion) -> ChampionComparison:
-        """The request's candidate, as snapshotted when it was opened, beside the version
-        it would replace (its recorded lineage, else its run in MLflow)."""
-        run = p.evidence.get("run") or {}
-        lineage = p.evidence.get("lineage") or {}
-        recorded = self.models.lineage_of(p.model_name, p.version)
-        candidate = ReviewSide(
-            p.version,
-            run.get("metrics") or lineage.get("metrics") or {},
-            run.get("params") or lineage.get("params") or {},
-            _lineage_summary(_lineage_dict(recorded) if recorded else lineage, run.get("run_id")),
-        )
-        champion = None
-        if p.replaces_version is not None:
-            found = self.models.lineage_of(p.model_name, p.replaces_version)
-            if found is not None:
-                champion = ReviewSide(
-                    p.replaces_version,
-                    found.metrics,
-                    found.params,
-                    _lineage_summary(_lineage_dict(found), found.run_id),
-                )
-        criteria = self.policies.stored(p.model_name).auto_promotion
-        primary = (criteria.metric, criteria.higher_is_better) if criteria else None
-        return compare_with_champion(candidate, champion, primary)
+        """The request's candidate beside the version it would replace, on the metrics
+        recorded at registration, flagged where a run changed since (services/review.py)."""
+        return request_comparison(self.models, self.policies, p)
 
     def expire_due(self, ctx: Context, limit: int = 500) -> int:
         """Expire pending requests past their deadline; returns how many."""

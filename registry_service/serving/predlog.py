@@ -41,6 +41,7 @@ class PredictionRecord:
     inputs: Any
     outputs: Any
     created_at: datetime
+    client_request_id: str | None = None  # the caller's X-Request-ID; request_id is ours
 
 
 def capped(value: Any, limit: int) -> Any:

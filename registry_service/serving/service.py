@@ -14,7 +14,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,38 +22,39 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.models import (
+    AuditEventRow,
     DeploymentRow,
     ModelChangeRow,
     PredictionFeedbackRow,
     PredictionRow,
     ServingFallbackMarkRow,
 )
-from registry_service.domain.entities import Stage
+from registry_service.domain.entities import Principal
 from registry_service.domain.names import check_model_name
 from registry_service.domain.policy import Target, TargetType
+from registry_service.domain.promotion import Promotion
 from registry_service.errors import (
-    Conflict,
     NotFound,
-    PreconditionFailed,
-    PreconditionRequired,
+    RegistryError,
     ServingUnavailable,
     TargetNotHeld,
     ValidationError,
+    VersionNotServable,
 )
 from registry_service.gateway.base import RegistryGateway
 from registry_service.metrics import Metrics
-from registry_service.monitoring.rollup import feedback_delta
-from registry_service.monitoring.store import fold_feedback, rollup_key
 from registry_service.services.audit import AuditLog
 from registry_service.services.context import Context
-from registry_service.services.history import HistoryService
+from registry_service.services.history import ARCHIVED, HistoryService
+from registry_service.services.traffic import TrafficService, etag
 from registry_service.serving import payload
 from registry_service.serving.cache import (
+    IntegrityFailed,
     LoadedModel,
     ModelCache,
     ModelLoadFailed,
@@ -63,10 +64,10 @@ from registry_service.serving.predlog import PredictionLogWriter, PredictionReco
 from registry_service.serving.routing import DeploymentSpec, Variant, choose, sticky_subject
 
 log = logging.getLogger(__name__)
-# Re-read holders this often even without a change we recorded: moves made in MLflow
-# behind the registry's back are picked up too.
+# Re-read holders this often even without a change seen by the watcher (a missed poll).
+# Holders come from our own records only: a move made in MLflow behind the registry is
+# never served (the reconciler raises it and, by default, reverts it).
 REFRESH_SECONDS = 30.0
-MAX_FEEDBACK = 1000
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,17 @@ class Route:
     spec: DeploymentSpec
     holders: dict[Target, int | None]
     previous: dict[Target, int | None]
+    # Every target our records say a governed step gave a holder, and that holder.
+    governed: dict[Target, int] = field(default_factory=dict)
+    # The model's change counter when the route was read: a newer one means a move.
+    generation: int = 0
     built_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def servable(self) -> frozenset[int]:
+        """Versions that may answer: governed holders and their governed fallbacks."""
+        fallbacks = (v for v in self.previous.values() if v is not None)
+        return frozenset(self.governed.values()) | frozenset(fallbacks)
 
     @property
     def key(self) -> str:
@@ -102,7 +113,7 @@ class Prediction:
 
 
 def etag_of(spec: DeploymentSpec) -> str:
-    return f'"{spec.revision}"'
+    return etag(spec.revision)
 
 
 def subject_hash(subject: str | None) -> str | None:
@@ -124,8 +135,11 @@ class ServingService:
         writer: PredictionLogWriter,
         poll_seconds: float = 0.5,
         metrics: Metrics | None = None,
+        traffic: TrafficService | None = None,
     ) -> None:
+        """``traffic``: where deployment changes go (needed to change deployments)."""
         self.gateway = gateway
+        self.traffic = traffic
         self.metrics = metrics or Metrics()
         self.db = db
         self.audit = audit
@@ -140,6 +154,10 @@ class ServingService:
         self._stop = threading.Event()
         self._seen_generation: int | None = None
         self._fallback_marks: set[tuple[str, int, datetime]] = set()
+        self._integrity_marks: set[tuple[str, int, datetime]] = set()
+        # Called with (session, ctx, model, figures) in the transaction that audits a
+        # version failing its integrity check (the container raises the alert there).
+        self.on_integrity_failed: list[Callable[[Any, Context, str, dict], object]] = []
         self.fallbacks = 0
         self.swaps = 0
         self.preloaded: bool | None = None
@@ -161,53 +179,59 @@ class ServingService:
         return self._stored(name) or DeploymentSpec.default()
 
     def put_deployment(
-        self, ctx: Context, name: str, body: dict[str, Any], if_match: str | None
-    ) -> DeploymentSpec:
+        self,
+        ctx: Context,
+        principal: Principal,
+        name: str,
+        body: dict[str, Any],
+        if_match: str | None,
+    ) -> DeploymentSpec | Promotion:
+        """Set what ``name`` serves. A change of which targets get traffic, or in what
+        split, becomes a change request (returned pending; services/traffic.py); one that
+        leaves routing alone (preload, fallback) is written at once."""
         check_model_name(name)
         spec = DeploymentSpec.parse(body)
         self.gateway.get_registered_model(name)
-        with self.db.transaction() as session:
-            row, current = _locked(session, name, if_match)
-            if row is None:
-                row = DeploymentRow(
-                    model_name=name, spec=spec.to_json(), revision=1, updated_by=ctx.actor
-                )
-                session.add(row)
-            else:
-                row.spec, row.revision = spec.to_json(), row.revision + 1
-                row.updated_at, row.updated_by = utcnow(), ctx.actor
-            session.flush()
-            stored = _spec(row)
-            self.audit.append(
-                session,
-                ctx,
-                "deployment.updated",
-                model_name=name,
-                subject=f"deployment:{row.id}",
-                before=current.to_json() | {"revision": current.revision},
-                after=stored.to_json() | {"revision": stored.revision},
-            )
-        return stored
+        done = self.traffic.change(
+            ctx, principal, name, spec.to_json(), if_match, body.get("reason") or _route(spec)
+        )
+        return done if isinstance(done, Promotion) else _spec(done)
 
-    def delete_deployment(self, ctx: Context, name: str, if_match: str | None) -> DeploymentSpec:
-        """Back to the default (all traffic to Production); audited."""
+    def delete_deployment(
+        self, ctx: Context, principal: Principal, name: str, if_match: str | None
+    ) -> DeploymentSpec | Promotion:
+        """Back to the default (all traffic to Production): a change request, unless the
+        deployment already routes as the default does."""
         check_model_name(name)
         self.gateway.get_registered_model(name)
-        with self.db.transaction() as session:
-            row, current = _locked(session, name, if_match)
-            if row is None:
-                raise NotFound(f"{name!r} has no deployment of its own; it serves the default")
-            session.delete(row)
-            self.audit.append(
-                session,
-                ctx,
-                "deployment.deleted",
-                model_name=name,
-                subject=f"deployment:{row.id}",
-                before=current.to_json() | {"revision": current.revision},
-                after=DeploymentSpec.default().to_json(),
-            )
-        return DeploymentSpec.default()
+        done = self.traffic.change(
+            ctx, principal, name, None, if_match, f"remove the deployment: {_route(None)}"
+        )
+        return done if isinstance(done, Promotion) else DeploymentSpec.default()
+
+    def request_split(
+        self,
+        ctx: Context,
+        principal: Principal,
+        name: str,
+        body: dict[str, Any],
+        if_match: str | None,
+        reason: str,
+        abtest: dict[str, Any],
+    ) -> Promotion:
+        """Request ``body``'s split for an A/B test, which starts when it executes."""
+        spec = DeploymentSpec.parse(body)
+        return self.traffic.change(
+            ctx, principal, name, spec.to_json(), if_match, reason, abtest=abtest
+        )
+
+    def restore_deployment(
+        self, ctx: Context, name: str, body: dict[str, Any] | None, if_match: str | None
+    ) -> DeploymentSpec:
+        """Put back a split approved before (None: the default) at once; audited."""
+        spec = DeploymentSpec.parse(body).to_json() if body is not None else None
+        stored = self.traffic.restore(ctx, name, spec, if_match)
+        return _spec(stored) if stored.spec is not None else DeploymentSpec.default()
 
     def reload(self, ctx: Context, name: str) -> DeploymentSpec:
         """Make every serving process re-resolve and reload ``name`` now."""
@@ -220,22 +244,29 @@ class ServingService:
     # -- resolution
 
     def holder(self, name: str, target: Target) -> int | None:
-        """The version holding ``target`` now, read from MLflow."""
-        if target.type is TargetType.STAGE:
-            held = self.gateway.versions_in_stage(name, Stage(target.name))
-            return max(held) if held else None
-        try:
-            return self.gateway.get_version_by_alias(name, target.name).version
-        except NotFound:
+        """The version holding ``target`` now through a governed step, read from our own
+        records, never from MLflow: a move made behind the registry is not served."""
+        if target == ARCHIVED:
             return None
+        return self.history.history(name, target, governed=True).current().get(target)
+
+    def _generation(self, name: str) -> int:
+        with self.db.read() as session:
+            return (
+                session.execute(
+                    select(ModelChangeRow.generation).where(ModelChangeRow.model_name == name)
+                ).scalar()
+                or 0
+            )
 
     def _build(self, name: str) -> Route:
+        generation = self._generation(name)  # read first: a move after it shows as newer
         spec = self._stored(name) or DeploymentSpec.default()
-        targets = spec.targets
-        holders = {t: self.holder(name, t) for t in targets}
-        history = self.history.history(name)
-        previous = {t: history.previous_holder(t) for t in targets}
-        return Route(name, spec, holders, previous)
+        history = self.history.history(name, governed=True)
+        governed = history.current()
+        holders = {t: governed.get(t) for t in spec.targets}
+        previous = {t: history.previous_holder(t) for t in spec.targets | set(governed)}
+        return Route(name, spec, holders, previous, governed, generation)
 
     def _rebuild(self, name: str) -> Route:
         """Build ``name``'s route, load its holders, then swap it in."""
@@ -271,16 +302,44 @@ class ServingService:
         return route
 
     def describe(self, name: str, spec: DeploymentSpec) -> dict[str, int | None]:
-        """Each variant's version now."""
-        found: dict[Target, int | None] = {}
-        for target in spec.targets:
-            found[target] = self.holder(name, target)
-        return {v.name: found[v.target] for v in spec.variants}
+        """Each variant's governed holder now."""
+        governed = self.history.history(name, governed=True).current()
+        return {v.name: governed.get(v.target) for v in spec.variants}
 
-    def _target_version(self, name: str, target: Target, route: Route) -> int | None:
+    @staticmethod
+    def _target_version(target: Target, route: Route) -> int | None:
         if target in route.holders:
             return route.holders[target]
-        return self.holder(name, target)
+        return route.governed.get(target)
+
+    def servable_route(self, name: str, version: int) -> Route:
+        """The route of ``name`` when ``version`` may answer (it holds a target through a
+        governed step, or is the governed fallback of one); refused before anything loads
+        otherwise. An unknown version is a 404."""
+        route = self.route(name)
+        if version not in route.servable and self._generation(name) != route.generation:
+            route = self._rebuild(name)  # moved since this process built the route
+        if version not in route.servable:
+            self.gateway.get_model_version(name, version)  # NotFound when there is none
+            raise VersionNotServable(
+                f"version {version} of {name!r} holds no target through a governed step, "
+                "so it may not answer: promote it to Staging or an alias to try it",
+                model_version=version,
+            )
+        return route
+
+    def model_for(self, name: str, version: int | None = None) -> LoadedModel | None:
+        """The loaded model that answers for ``name`` (its deployment's main variant), or
+        for a pinned servable ``version``; None when nobody holds a served target."""
+        if version is not None:
+            self.servable_route(name, version)
+            return self.cache.get(name, version)
+        route = self.route(name)
+        primary = route.holders.get(max(route.spec.variants, key=lambda v: v.weight).target)
+        held = [v for v in route.holders.values() if v is not None]
+        if primary is None and not held:
+            return None
+        return self.cache.get(name, primary if primary is not None else held[0])
 
     # -- the watcher
 
@@ -373,23 +432,25 @@ class ServingService:
         variant: Variant | None = None
         target: Target | None = None
         if pin and pin.version is not None:
+            route = self.servable_route(name, pin.version)
             version: int | None = pin.version
-            if self.cache.peek(name, pin.version) is None:
-                # An unknown version is a 404, not a load failure.
-                self.gateway.get_model_version(name, pin.version)
             served_from = f"version {pin.version}"
         else:
             if pin and pin.target is not None:
                 target = pin.target
+                if target == ARCHIVED:
+                    raise VersionNotServable(
+                        "Archived is not a servable target: archived versions answer nothing"
+                    )
             else:
                 variant = choose(route.spec, route.key, subject)
                 target = variant.target
-            version = self._target_version(name, target, route)
+            version = self._target_version(target, route)
             served_from = _describe(target)
-            if version is None and time.monotonic() - route.built_at > self.poll_seconds:
-                # Nobody held it when the route was built: look again before a 404.
+            if version is None and self._generation(name) != route.generation:
+                # Nobody held it when the route was built, and it moved since: look again.
                 route = self._rebuild(name)
-                version = self._target_version(name, target, route)
+                version = self._target_version(target, route)
             if version is None:
                 raise TargetNotHeld(
                     f"no version of {name!r} holds {served_from}", target=served_from
@@ -459,9 +520,11 @@ class ServingService:
         protocol: str,
         error: ModelLoadFailed,
     ) -> tuple[LoadedModel, Any]:
+        if isinstance(error, IntegrityFailed):
+            self._note_integrity_failure(ctx, name, version, error)
         previous = route.previous.get(target) if target is not None else None
         if target is not None and target not in route.previous:
-            previous = self.history.history(name).previous_holder(target)
+            previous = self.history.history(name, governed=True).previous_holder(target)
         if previous is None or not route.spec.fallback or previous == version:
             if isinstance(error, ModelRefusedInput):
                 raise _refused(error) from None
@@ -473,6 +536,8 @@ class ServingService:
         try:
             loaded, result = self._run(name, previous, body, protocol)
         except ModelLoadFailed as second:
+            if isinstance(second, IntegrityFailed):
+                self._note_integrity_failure(ctx, name, previous, second)
             if isinstance(error, ModelRefusedInput) and isinstance(second, ModelRefusedInput):
                 raise _refused(error) from None  # both versions refuse it: the input's fault
             raise ServingUnavailable(
@@ -516,6 +581,50 @@ class ServingService:
         except Exception:
             log.exception("could not record a fallback for %s version %s", name, failed)
 
+    def _note_integrity_failure(
+        self, ctx: Context, name: str, version: int, error: IntegrityFailed
+    ) -> None:
+        """Audit ``serving.integrity_failed`` (which files differ) and raise the integrity
+        alert, at most once per model, version and minute across all processes."""
+        minute = utcnow().replace(second=0, microsecond=0)
+        mark = (name, version, minute)
+        if mark in self._integrity_marks:
+            return
+        self._integrity_marks = {m for m in self._integrity_marks if m[2] == minute} | {mark}
+        figures = {
+            "version": version,
+            "manifest_digest": error.digest,
+            "files": error.files[:50],
+            "mismatches": error.mismatches[:50],
+        }
+        try:
+            with self.db.transaction() as session:
+                self.audit.lock_chain(session)  # other processes check after this commits
+                seen = session.execute(
+                    select(AuditEventRow.seq)
+                    .where(
+                        AuditEventRow.action == "serving.integrity_failed",
+                        AuditEventRow.model_name == name,
+                        AuditEventRow.model_version == version,
+                        AuditEventRow.occurred_at >= minute,
+                    )
+                    .limit(1)
+                ).first()
+                if seen is not None:
+                    return
+                event = self.audit.append(
+                    session,
+                    ctx,
+                    "serving.integrity_failed",
+                    model_name=name,
+                    model_version=version,
+                    after=figures,
+                )
+                for hook in self.on_integrity_failed:
+                    hook(session, ctx, name, {**figures, "audit_seq": event.seq})
+        except (SQLAlchemyError, RegistryError):
+            log.exception("could not record the integrity failure of %s version %s", name, version)
+
     def _log(
         self,
         ctx: Context,
@@ -536,6 +645,7 @@ class ServingService:
         self.writer.submit(
             PredictionRecord(
                 request_id=ctx.request_id or "",
+                client_request_id=ctx.client_request_id,
                 model_name=name,
                 model_version=version,
                 variant=variant.name if variant else None,
@@ -550,79 +660,7 @@ class ServingService:
             )
         )
 
-    # -- feedback and retention
-
-    def feedback(self, ctx: Context, name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-        check_model_name(name)
-        if not 1 <= len(items) <= MAX_FEEDBACK:
-            raise ValidationError(
-                f"send between 1 and {MAX_FEEDBACK} feedback items",
-                errors=[{"field": "items", "location": "json", "message": "1 to 1000 items"}],
-            )
-        actual = {item["request_id"]: item["actual"] for item in items}
-        with self.db.transaction() as session:
-            predictions = {
-                row.request_id: row
-                for row in session.execute(
-                    select(
-                        PredictionRow.request_id,
-                        PredictionRow.model_version,
-                        PredictionRow.variant,
-                        PredictionRow.created_at,
-                        PredictionRow.outputs,
-                    ).where(
-                        PredictionRow.model_name == name,
-                        PredictionRow.request_id.in_(list(actual)),
-                    )
-                )
-            }
-            known = set(predictions)
-            if known:
-                # What is taken out is what is subtracted: one statement, so a concurrent
-                # call cannot slip a row in between the read and the delete.
-                previous = {
-                    rid: actual_
-                    for rid, model, actual_ in session.execute(
-                        delete(PredictionFeedbackRow)
-                        .where(PredictionFeedbackRow.request_id.in_(list(known)))
-                        .returning(
-                            PredictionFeedbackRow.request_id,
-                            PredictionFeedbackRow.model_name,
-                            PredictionFeedbackRow.actual,
-                        )
-                    )
-                    if model == name
-                }
-                now = utcnow()
-                session.add_all(
-                    PredictionFeedbackRow(
-                        request_id=rid,
-                        model_name=name,
-                        actual=actual[rid],
-                        received_at=now,
-                        received_by=ctx.actor,
-                    )
-                    for rid in sorted(known)
-                )
-                # Re-sent ground truth replaces the old: its share of the rollup goes too.
-                deltas: dict[Any, list[dict[str, Any]]] = {}
-                for rid in sorted(known):
-                    row = predictions[rid]
-                    key = rollup_key(name, row.model_version, row.variant, row.created_at)
-                    if rid in previous:
-                        deltas.setdefault(key, []).append(
-                            feedback_delta(row.outputs, previous[rid], sign=-1)
-                        )
-                    deltas.setdefault(key, []).append(feedback_delta(row.outputs, actual[rid]))
-                try:
-                    session.flush()
-                except IntegrityError:
-                    raise Conflict(
-                        "another call is recording ground truth for these requests; send again"
-                    ) from None
-                fold_feedback(session, deltas)
-        unknown = sorted(set(actual) - known)
-        return {"accepted": len(known), "unknown_request_ids": unknown}
+    # -- retention
 
     def purge(self, older_than: timedelta) -> int:
         """Delete predictions, their feedback and fallback marks older than the retention."""
@@ -669,6 +707,7 @@ class ServingService:
                     "load_ms": round(m.load_seconds * 1000, 1),
                     "loaded_at": m.loaded_at,
                     "hits": m.hits,
+                    "integrity": m.integrity,
                 }
                 for m in self.cache.loaded()
             ],
@@ -690,27 +729,12 @@ class ServingService:
         }
 
 
-def _locked(
-    session, name: str, if_match: str | None
-) -> tuple[DeploymentRow | None, DeploymentSpec]:
-    """The model's deployment row, locked, after the If-Match check: required once a
-    deployment exists (optimistic concurrency between editors)."""
-    row = session.execute(
-        select(DeploymentRow).where(DeploymentRow.model_name == name).with_for_update()
-    ).scalar_one_or_none()
-    current = _spec(row) if row is not None else DeploymentSpec.default()
-    if row is not None and if_match is None:
-        raise PreconditionRequired(
-            "this model has a deployment: send If-Match with the ETag from GET",
-            etag=etag_of(current),
-        )
-    if if_match is not None and if_match.strip() not in ("*", etag_of(current)):
-        raise PreconditionFailed(
-            f"the deployment is at ETag {etag_of(current)}, not {if_match.strip()}: "
-            "read it again and retry",
-            etag=etag_of(current),
-        )
-    return row, current
+def _route(spec: DeploymentSpec | None) -> str:
+    """A split in words, as a change request's default reason."""
+    spec = spec or DeploymentSpec.default()
+    return "route " + ", ".join(
+        f"{v.weight}% to {_describe(v.target)} ({v.name})" for v in spec.variants
+    )
 
 
 def _refused(error: ModelRefusedInput) -> ValidationError:

@@ -84,6 +84,42 @@ def test_rollback_returns_to_the_previous_holder_after_several_promotions(
     assert again["version"] == 3
 
 
+def test_a_rollback_keeps_the_rules_named_approvers(client, auth, model, identities):
+    named = identities["approver2"]["name"]
+    set_policy(
+        client,
+        auth,
+        model,
+        {"target_stage": "Production", "required_approvals": 1, "approvers": [named]},
+    )
+    for version in (1, 2):
+        created = client.post(
+            "/api/v1/promotions",
+            headers=auth("requester"),
+            json={
+                "model_name": model,
+                "version": version,
+                "reason": "release",
+                "target_stage": "Production",
+            },
+        ).json
+        done = client.post(
+            f"/api/v1/promotions/{created['id']}/approve", headers=auth("approver2"), json={}
+        ).json
+        assert done["status"] == "executed", done
+    body = rollback(client, auth, model, target_stage="Production").json
+    assert body["kind"] == "rollback" and body["version"] == 1
+    assert body["policy"]["approvers"] == [named]
+    outsider = client.post(
+        f"/api/v1/promotions/{body['id']}/approve", headers=auth("approver"), json={}
+    )
+    assert (outsider.status_code, outsider.json["code"]) == (403, "not-eligible")
+    done = client.post(
+        f"/api/v1/promotions/{body['id']}/approve", headers=auth("approver2"), json={}
+    ).json
+    assert done["status"] == "executed"
+
+
 def test_break_glass_rollback_executes_at_once_and_is_flagged(client, auth, model, mlflow_client):
     set_policy(
         client,

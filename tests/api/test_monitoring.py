@@ -18,16 +18,10 @@ from sqlalchemy import select
 
 from registry_service.db.models import AuditEventRow, PredictionFeedbackRow, PredictionRow
 from registry_service.services.context import Context
-from tests.api.test_serving import expected, predict, promote
-from tests.conftest import get_services_of
+from tests.conftest import approve_change, expected, get_services_of, predict, promote
 from tests.serving_models import log_regressor, log_sklearn, training_frame
 
 CTX = Context(actor="test-setup")
-
-
-@pytest.fixture
-def services(app):
-    return get_services_of(app)
 
 
 @pytest.fixture
@@ -294,14 +288,24 @@ def _ab_round(client, auth, model, rows, truth):
     return out
 
 
+def start_ab_test(client, auth, model, body) -> int:
+    """Request an A/B test and approve its split (Production's quorum); the test's id."""
+    requested = client.post(f"/api/v1/models/{model}/ab-tests", headers=auth("approver"), json=body)
+    done = approve_change(client, auth, requested)
+    assert done.json["status"] == "executed", done.json
+    get_services_of(client.application).serving.refresh(model)
+    return done.json["outcome"]["ab_test_id"]
+
+
 def test_ab_test_names_the_better_challenger_and_opens_a_request(
     client, auth, services, db, served
 ):
     model, _ = served
-    started = client.post(
-        f"/api/v1/models/{model}/ab-tests",
-        headers=auth("approver"),
-        json={
+    test_id = start_ab_test(
+        client,
+        auth,
+        model,
+        {
             "champion": {"target_stage": "Production"},
             "challenger": {"target_alias": "challenger"},
             "challenger_share": 50,
@@ -310,8 +314,8 @@ def test_ab_test_names_the_better_challenger_and_opens_a_request(
             "sticky_by": "header:X-Subject",
         },
     )
-    assert started.status_code == 201, started.json
-    test_id = started.json["id"]
+    started = client.get(f"/api/v1/models/{model}/ab-tests/{test_id}", headers=auth())
+    assert started.json["status"] == "running"
     assert started.json["champion"]["version"] == 1 and started.json["challenger"]["version"] == 2
     split = client.get(f"/api/v1/models/{model}/deployment", headers=auth())
     assert [v["weight"] for v in split.json["variants"]] == [50, 50]
@@ -323,7 +327,7 @@ def test_ab_test_names_the_better_challenger_and_opens_a_request(
             "challenger": {"target_alias": "challenger"},
         },
     )
-    assert again.status_code == 409
+    assert again.status_code == 409 and again.json["code"] == "conflict"
 
     rng = np.random.default_rng(12)
     # Where the two disagree (0.28 < a < 0.42) the truth sides with v2 four times in five.
@@ -398,10 +402,11 @@ def test_ab_test_names_the_better_challenger_and_opens_a_request(
 
 def test_ab_test_with_equal_sides_finds_no_difference(client, auth, services, served):
     model, _ = served
-    started = client.post(
-        f"/api/v1/models/{model}/ab-tests",
-        headers=auth("approver"),
-        json={
+    test_id = start_ab_test(
+        client,
+        auth,
+        model,
+        {
             "champion": {"target_stage": "Production"},
             "challenger": {"target_alias": "challenger"},
             "metric": "accuracy",
@@ -409,7 +414,6 @@ def test_ab_test_with_equal_sides_finds_no_difference(client, auth, services, se
             "sticky_by": "header:X-Subject",
         },
     )
-    assert started.status_code == 201, started.json
     seen = {"champion": 0, "challenger": 0}
 
     def alternate(i, row, answer):
@@ -423,9 +427,7 @@ def test_ab_test_with_equal_sides_finds_no_difference(client, auth, services, se
     results = _ab_round(client, auth, model, rows, alternate)
     flush(services)
     feedback(client, auth, model, [(r[0], r[3]) for r in results])
-    result = client.get(
-        f"/api/v1/models/{model}/ab-tests/{started.json['id']}", headers=auth()
-    ).json["result"]
+    result = client.get(f"/api/v1/models/{model}/ab-tests/{test_id}", headers=auth()).json["result"]
     assert result["decision"] == "no-difference", result
     assert result["p_value"] > 0.5
 
@@ -557,16 +559,17 @@ def test_monitor_and_ab_test_status_commands(cli, auth, client, services, served
     assert row.split()[0] == "1" and row.split()[2] == "6"
     as_json = json.loads(cli("monitor", model, "--version", "1", "--json").output)
     assert as_json["groups"][0]["requests"] == 6
-    started = client.post(
-        f"/api/v1/models/{model}/ab-tests",
-        headers=auth("approver"),
-        json={
+    test_id = start_ab_test(
+        client,
+        auth,
+        model,
+        {
             "champion": {"target_stage": "Production"},
             "challenger": {"target_alias": "challenger"},
             "min_samples": 10,
         },
     )
-    status = cli("ab-test", "status", model, str(started.json["id"]))
+    status = cli("ab-test", "status", model, str(test_id))
     assert status.exit_code == 0, status.output
     assert "need-more-samples" in status.output and "challenger" in status.output
     missing = cli("ab-test", "status", model, "999999")

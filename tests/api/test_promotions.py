@@ -12,15 +12,9 @@ from registry_service.db.base import utcnow
 from registry_service.db.models import PromotionRequestRow
 from registry_service.services.context import Context
 from registry_service.services.idempotency import fingerprint
-from tests.conftest import get_services_of
 
 CTX = Context(actor="test-setup")
 PROMOTIONS = "/api/v1/promotions"
-
-
-@pytest.fixture
-def services(app):
-    return get_services_of(app)
 
 
 @pytest.fixture

@@ -3,46 +3,24 @@ models: what each target serves, every input format, pins, splits, fallback, the
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 from sqlalchemy import select
 
 from registry_service.db.models import AuditEventRow, PredictionFeedbackRow, PredictionRow
 from registry_service.services.context import Context
-from tests.conftest import get_services_of
+from tests.conftest import (
+    apply_deployment,
+    approve_change,
+    expected,
+    get_services_of,
+    predict,
+    promote,
+)
 from tests.serving_models import log_raising, log_sklearn, log_unloadable
 
 CTX = Context(actor="test-setup")
 ROW = {"a": 0.9, "b": 0.1}
 ROWS = [{"a": 0.9, "b": 0.1}, {"a": 0.35, "b": 0.5}, {"a": 0.1, "b": 0.9}]
-
-
-@pytest.fixture
-def services(app):
-    return get_services_of(app)
-
-
-def promote(client, auth, model, version, **target):
-    target = target or {"target_stage": "Production"}
-    created = client.post(
-        "/api/v1/promotions",
-        headers=auth("requester"),
-        json={"model_name": model, "version": version, "reason": "serve it", **target},
-    )
-    assert created.status_code == 201, created.json
-    for approver in ("approver", "approver2"):
-        done = client.post(
-            f"/api/v1/promotions/{created.json['id']}/approve", headers=auth(approver), json={}
-        )
-    assert done.json["status"] == "executed", done.json
-
-
-def predict(client, auth, model, body, role="viewer", query="", headers=None):
-    return client.post(
-        f"/api/v1/models/{model}/predict{query}",
-        headers={**auth(role), **(headers or {})},
-        json=body,
-    )
 
 
 @pytest.fixture
@@ -56,10 +34,6 @@ def served(client, auth, services, model_name, mlflow_client):
     promote(client, auth, model_name, 1)
     services.serving.refresh(model_name)
     return model_name, estimators
-
-
-def expected(estimator, rows) -> list[int]:
-    return [int(p) for p in estimator.predict(pd.DataFrame(rows))]
 
 
 def test_nothing_in_production_is_404_naming_the_target(client, auth, services, model_name):
@@ -126,6 +100,14 @@ def test_open_inference_protocol(client, auth, served):
     assert meta.json["versions"] == ["1"] and meta.json["platform"] == "mlflow"
     assert [i["name"] for i in meta.json["inputs"]] == ["a", "b"]
     assert {i["datatype"] for i in meta.json["inputs"]} == {"FP64"}
+    # Version 2 holds nothing yet: pinned V2 reads refuse it before loading anything.
+    one_row = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [0.5]}]}
+    for method, path in (("get", ""), ("get", "/ready"), ("post", "/infer")):
+        refused = getattr(client, method)(
+            f"/v2/models/{model}/versions/2{path}", headers=auth("viewer"), json=one_row
+        )
+        assert (refused.status_code, refused.json["code"]) == (403, "version-not-servable")
+    promote(client, auth, model, 2, target_alias="challenger")
     ready = client.get(f"/v2/models/{model}/versions/2/ready", headers=auth("viewer"))
     assert ready.json == {"name": model, "ready": True}
 
@@ -228,9 +210,13 @@ def test_deployment_changes_need_approvers_the_etag_and_are_audited(
     assert client.put(url, headers=auth("requester"), json=split).status_code == 403
     assert client.put(url, headers=auth("predictor_only"), json=split).status_code == 403
     put = client.put(url, headers={**auth("approver"), "If-Match": '"0"'}, json=split)
-    assert put.status_code == 200, put.json
-    assert put.headers["ETag"] == '"1"' and put.json["revision"] == 1
-    assert put.json["variants"][1] == {
+    assert put.status_code == 202 and put.json["status"] == "pending", put.json
+    assert client.get(url, headers=auth()).headers["ETag"] == '"0"'  # nothing moved yet
+    done = approve_change(client, auth, put)
+    assert done.json["status"] == "executed", done.json
+    shown = client.get(url, headers=auth())
+    assert shown.headers["ETag"] == '"1"' and shown.json["revision"] == 1
+    assert shown.json["variants"][1] == {
         "name": "challenger",
         "target_alias": "challenger",
         "weight": 10,
@@ -259,14 +245,16 @@ def test_deployment_changes_need_approvers_the_etag_and_are_audited(
     (event,) = events
     assert event.before["variants"][0]["name"] == "default" and event.before["revision"] == 0
     assert event.after["variants"][1]["target_alias"] == "challenger"
-    assert event.actor == identities["approver"]["name"]
+    assert event.after["promotion_request"] == put.json["id"]
+    assert event.actor == identities["admin"]["name"]  # the approval that executed it
     none = client.get("/api/v1/models/no-such-model-x/deployment", headers=auth("viewer"))
     assert none.status_code == 404
 
     assert client.delete(url, headers=auth("approver")).status_code == 428
     assert client.delete(url, headers={**auth("requester"), "If-Match": '"1"'}).status_code == 403
-    removed = client.delete(url, headers={**auth("approver"), "If-Match": '"1"'})
-    assert removed.status_code == 200 and removed.json["is_default"] is True
+    removal = client.delete(url, headers={**auth("approver"), "If-Match": '"1"'})
+    assert removal.status_code == 202 and removal.json["evidence"]["deployment"]["after"] is None
+    approve_change(client, auth, removal)
     assert client.get(url, headers=auth("viewer")).headers["ETag"] == '"0"'
     gone = client.delete(url, headers={**auth("approver"), "If-Match": "*"})
     assert gone.status_code == 404
@@ -288,11 +276,11 @@ def test_split_is_sticky_per_subject_and_each_variant_serves_its_target(
 ):
     model, _ = served
     promote(client, auth, model, 2, target_alias="challenger")
-    url = f"/api/v1/models/{model}/deployment"
-    put = client.put(
-        url,
-        headers=auth("approver"),
-        json={
+    apply_deployment(
+        client,
+        auth,
+        model,
+        {
             "variants": [
                 {"name": "champion", "target_stage": "Production", "weight": 50},
                 {"name": "challenger", "target_alias": "challenger", "weight": 50},
@@ -300,7 +288,6 @@ def test_split_is_sticky_per_subject_and_each_variant_serves_its_target(
             "sticky_by": "header:X-Subject-Id",
         },
     )
-    assert put.status_code == 200
     services.serving.refresh(model)
     seen = {}
     for i in range(60):
@@ -334,6 +321,14 @@ def test_fallback_to_the_previous_holder_when_the_new_one_fails(
     model, estimators = served
     run_id = (log_unloadable if breakage == "unloadable" else log_raising)(mlflow_client)
     services.models.register_version(CTX, model, run_id, "model", None, {})
+    if breakage == "raising":
+        # A cloudpickled PythonModel is code: Production takes it only when allowed.
+        allowed = client.put(
+            f"/api/v1/models/{model}/policy",
+            headers=auth("admin"),
+            json={"rules": [], "allow_unsafe_artifacts": True},
+        )
+        assert allowed.status_code == 200, allowed.json
     promote(client, auth, model, 3)
     services.serving.refresh(model)
     for _ in range(3):
@@ -353,15 +348,16 @@ def test_fallback_to_the_previous_holder_when_the_new_one_fails(
         ).all()
     assert set(flags) == {(True, 1)}
 
-    off = client.put(
-        f"/api/v1/models/{model}/deployment",
-        headers=auth("approver"),
-        json={
+    off = apply_deployment(
+        client,
+        auth,
+        model,
+        {
             "variants": [{"name": "main", "target_stage": "Production", "weight": 100}],
             "fallback": False,
         },
     )
-    assert off.status_code == 200
+    assert off.json["fallback"] is False
     services.serving.refresh(model)
     refused = predict(client, auth, model, {"dataframe_records": ROWS})
     assert refused.status_code == 503 and refused.json["code"] == "model-unavailable"
@@ -379,6 +375,7 @@ def test_no_fallback_for_a_pinned_version(client, auth, served, services, mlflow
     model, _ = served
     run_id = log_unloadable(mlflow_client)
     services.models.register_version(CTX, model, run_id, "model", None, {})
+    promote(client, auth, model, 3, target_alias="canary")
     refused = predict(client, auth, model, {"inputs": ROWS}, query="?version=3")
     assert refused.status_code == 503 and refused.json["model_version"] == 3
     assert fallback_events(services, model) == []
@@ -438,15 +435,16 @@ def test_predictor_tokens_predict_and_nothing_else(client, auth, served):
 
 def test_preloaded_deployments_load_at_start_before_ready(client, auth, served, services):
     model, _ = served
-    put = client.put(
-        f"/api/v1/models/{model}/deployment",
-        headers=auth("approver"),
-        json={
+    put = apply_deployment(
+        client,
+        auth,
+        model,
+        {
             "variants": [{"name": "main", "target_stage": "Production", "weight": 100}],
             "preload": True,
         },
     )
-    assert put.status_code == 200 and put.json["preload"] is True
+    assert put.json["preload"] is True
     services.serving.cache.clear()
     assert services.serving.cache.peek(model, 1) is None
     services.serving.start()
@@ -511,3 +509,43 @@ def test_metrics_count_predictions_and_show_what_is_live(client, auth, served):
     route = "/api/v1/models/<string:name>/predict"
     http = (("method", "POST"), ("route", route), ("status", "200"))
     assert samples[("registry_http_request_duration_seconds_count", http)] == 3
+
+
+def test_moves_made_straight_in_mlflow_are_not_served(client, auth, served, mlflow_client):
+    """Serving resolves holders from our records: MLflow's own stage and alias moves, and
+    the versions they name, answer nothing until a governed step moves them."""
+    model, estimators = served
+    mlflow_client.transition_model_version_stage(
+        model, "2", "Production", archive_existing_versions=True
+    )
+    mlflow_client.set_registered_model_alias(model, "champion", "2")
+    get_services_of(client.application).serving.refresh(model)
+    answer = predict(client, auth, model, {"inputs": ROWS})
+    assert answer.json["model_version"] == 1
+    assert answer.json["predictions"] == expected(estimators[1], ROWS)
+    assert (
+        predict(client, auth, model, {"inputs": ROWS}, query="?stage=Production").json[
+            "model_version"
+        ]
+        == 1
+    )
+    by_alias = predict(client, auth, model, {"inputs": ROWS}, query="?alias=champion")
+    assert (by_alias.status_code, by_alias.json["code"]) == (404, "target-not-held")
+    pinned = predict(client, auth, model, {"inputs": ROWS}, query="?version=2")
+    assert (pinned.status_code, pinned.json["code"]) == (403, "version-not-servable")
+    assert pinned.json["model_version"] == 2
+
+
+def test_archived_and_unpromoted_versions_are_refused_on_every_pinned_path(
+    client, auth, served, services
+):
+    model, _ = served
+    promote(client, auth, model, 2)  # v2 takes Production; v1 is archived, the fallback
+    services.serving.refresh(model)
+    assert predict(client, auth, model, {"inputs": ROWS}).json["model_version"] == 2
+    # The previous governed holder stays servable: it is the fallback.
+    assert predict(client, auth, model, {"inputs": ROWS}, query="?version=1").status_code == 200
+    archived = predict(client, auth, model, {"inputs": ROWS}, query="?stage=Archived")
+    assert (archived.status_code, archived.json["code"]) == (403, "version-not-servable")
+    unknown = predict(client, auth, model, {"inputs": ROWS}, query="?version=9")
+    assert (unknown.status_code, unknown.json["code"]) == (404, "version-not-found")

@@ -41,6 +41,7 @@ def test_only_admins_manage_webhooks(client, auth):
         ({"url": "https://x.example.com/", "events": ["*"], "format": "teams"}, "format"),
         ({"url": "https://x.example.com/", "events": ["*"], "secret": "hunter2"}, "secret"),
         ({"url": "https://x.example.com/\x00", "events": ["*"]}, "url"),
+        ({"url": "https://x.example.com:99999/", "events": ["*"]}, "url"),
     ],
 )
 def test_bad_webhooks_are_refused_naming_the_field(client, auth, body, field):

@@ -6,14 +6,8 @@ from registry_service.domain.entities import Stage
 from registry_service.errors import IllegalTransition, ValidationError, VersionNotFound
 from registry_service.services.audit import AuditFilter
 from registry_service.services.context import Context
-from tests.conftest import get_services_of
 
 CTX = Context(actor="release-bot", request_id="r-1")
-
-
-@pytest.fixture
-def services(app):
-    return get_services_of(app)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from registry_service.services.tokens import TokenService
 from tests.conftest import write_model_dir
 from tests.integration.conftest import ROOT
 from tests.rig import MlflowServer, ServiceProcess, create_database
+from tests.serving_models import log_sklearn
 
 HOOK_SECRET = "mlflow-shared-secret"
 ZERO_APPROVALS = [
@@ -214,7 +215,7 @@ def test_mlflow_webhooks_trigger_a_comparison_at_once(rec_db, rec_mlflow, mlflow
 
 def test_moves_made_directly_in_mlflow_are_recorded_within_a_minute(polling, mlflow, admin):
     url = polling.url
-    name = governed_model(url, admin, mlflow)
+    name = governed_model(url, admin, mlflow, out_of_band="record")
     promote(url, admin, name, 1, target_alias="champion")
     promote(url, admin, name, 1, target_stage="Staging")
 
@@ -344,3 +345,127 @@ def test_a_model_made_in_mlflow_is_adopted_as_found_then_watched(polling, mlflow
     assert events(url, admin, name, "model.out_of_band_change")[0]["before"]["holders"] == {
         "alias:champion": [1]
     }
+
+
+def test_moves_made_straight_in_mlflow_are_never_served_and_reverted_by_default(
+    polling, mlflow, admin
+):
+    """Default policy (guard): a Production move and an alias move made with MlflowClient
+    answer no prediction, are put back within a reconcile period, and raise the alert."""
+    url = polling.url
+    name = f"rec-guard-{uuid.uuid4().hex[:8]}"
+    created = requests.post(f"{url}/api/v1/models", headers=admin, json={"name": name})
+    assert created.status_code == 201, created.text
+    for threshold in (0.5, 0.2):
+        run_id, _ = log_sklearn(mlflow, threshold, experiment="reconcile")
+        registered = requests.post(
+            f"{url}/api/v1/models/{name}/versions",
+            headers=admin,
+            json={"run_id": run_id, "artifact_path": "model"},
+            timeout=60,
+        )
+        assert registered.status_code == 201, registered.text
+    # The policy names no out_of_band: the default applies.
+    put_policy(
+        url,
+        admin,
+        name,
+        rules=[
+            {"target_stage": "Production", "required_approvals": 0},
+            {"target_alias": "champion", "required_approvals": 0},
+        ],
+    )
+    policy = requests.get(f"{url}/api/v1/models/{name}/policy", headers=admin, timeout=30)
+    assert policy.json()["out_of_band"] == "guard"
+    promote(url, admin, name, 1, target_stage="Production")
+    promote(url, admin, name, 1, target_alias="champion")
+
+    def served(query=""):
+        answer = requests.post(
+            f"{url}/api/v1/models/{name}/predict{query}",
+            headers=admin,
+            json={"inputs": [{"a": 0.3, "b": 0.5}]},
+            timeout=60,
+        )
+        return answer.status_code, answer.json().get("model_version"), answer.json()
+
+    assert served()[:2] == (200, 1)
+    mlflow.transition_model_version_stage(name, "2", "Production", archive_existing_versions=True)
+    mlflow.set_registered_model_alias(name, "champion", "2")
+    moved_at = time.monotonic()
+    # Never served, whatever MLflow says meanwhile: by default, by alias, by pin.
+    for _ in range(10):
+        assert served()[:2] == (200, 1)
+        assert served("?alias=champion")[:2] == (200, 1)
+        status, _, problem = served("?version=2")
+        assert (status, problem["code"]) == (403, "version-not-servable")
+    deadline = time.monotonic() + 30
+    while True:  # the two moves may be noticed in one pass or in two
+        reverted = events(url, admin, name, "model.out_of_band_reverted")
+        put_back = {k for event in reverted for k in event["after"]["holders"]}
+        if put_back >= {"stage:Production", "alias:champion"}:
+            break
+        assert time.monotonic() < deadline, f"not put back: {reverted}"
+        time.sleep(0.25)
+    took = time.monotonic() - moved_at
+    assert took < 15, "not put back within a few reconcile periods"
+    print(f"\nout-of-band Production and alias moves put back {took:.2f} s after the move")
+    changes = events(url, admin, name, "model.out_of_band_change")
+    assert {c["after"]["mode"] for c in changes} == {"guard"}
+    assert {c["after"]["response"] for c in changes} == {"revert"}
+    assert {t for c in changes for t in c["after"]["reverting"]} == {
+        "stage:Production",
+        "alias:champion",
+    }
+    assert mlflow.get_model_version(name, "1").current_stage == "Production"
+    assert mlflow.get_model_version(name, "2").current_stage != "Production"
+    assert mlflow.get_model_version_by_alias(name, "champion").version == "1"
+    alerts = requests.get(
+        f"{url}/api/v1/alerts", headers=admin, params={"model_name": name}, timeout=30
+    ).json()
+    assert [a["rule"] for a in alerts] == ["out-of-band"]
+    assert served()[:2] == (200, 1)
+
+
+def test_a_model_adopted_holding_production_raises_the_alert_and_is_not_served(
+    polling, mlflow, admin
+):
+    url = polling.url
+    name = f"rec-adopt-{uuid.uuid4().hex[:8]}"
+    mlflow.create_registered_model(name)
+    run_id, _ = log_sklearn(mlflow, 0.5, experiment="reconcile")
+    mlflow.create_model_version(name, f"runs:/{run_id}/model", run_id)
+    mlflow.transition_model_version_stage(name, "1", "Production")
+    (adopted,), _ = wait_for_event(url, admin, name, "model.adopted", timeout=30)
+    assert adopted["after"]["holders"] == {"stage:Production": [1]}
+    alerts = requests.get(
+        f"{url}/api/v1/alerts", headers=admin, params={"model_name": name}, timeout=30
+    ).json()
+    assert [(a["rule"], a["state"]) for a in alerts] == [("out-of-band", "firing")]
+    answer = requests.post(
+        f"{url}/api/v1/models/{name}/predict",
+        headers=admin,
+        json={"inputs": [{"a": 0.3, "b": 0.5}]},
+        timeout=60,
+    )
+    assert (answer.status_code, answer.json()["code"]) == (404, "target-not-held")
+    pinned = requests.post(
+        f"{url}/api/v1/models/{name}/predict?version=1",
+        headers=admin,
+        json={"inputs": [{"a": 0.3, "b": 0.5}]},
+        timeout=60,
+    )
+    assert (pinned.status_code, pinned.json()["code"]) == (403, "version-not-servable")
+
+    # A governed step makes it a holder of ours: the move is recorded, not made again.
+    put_policy(url, admin, name, rules=[{"target_stage": "Production", "required_approvals": 0}])
+    promote(url, admin, name, 1, target_stage="Production")
+    (confirmed,) = events(url, admin, name, "version.stage_changed")
+    assert confirmed["after"]["stage"] == "Production" and confirmed["after"]["promotion_request"]
+    answer = requests.post(
+        f"{url}/api/v1/models/{name}/predict",
+        headers=admin,
+        json={"inputs": [{"a": 0.3, "b": 0.5}]},
+        timeout=60,
+    )
+    assert (answer.status_code, answer.json().get("model_version")) == (200, 1), answer.text

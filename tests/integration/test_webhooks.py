@@ -128,6 +128,8 @@ def service_env(own_db, mlflow_uri, tmp_path, **extra) -> dict[str, str]:
         REGISTRY_DATA_DIR=str(tmp_path / "data"),
         REGISTRY_WEBHOOK_RETRY_SECONDS="0.5",
         REGISTRY_PUBLIC_URL="https://registry.example.com",
+        # The receivers listen on loopback, which webhooks call only when allowed.
+        REGISTRY_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8",
         **extra,
     )
     return env
@@ -339,6 +341,7 @@ def test_a_day_of_failures_disables_the_webhook_audited(own_db):
         retry_seconds=0.01,
         give_up_after=timedelta(hours=24),
         timeout=2,
+        allow_networks=["127.0.0.0/8"],
         clock=lambda: now[0] or utcnow(),
     )
     try:
@@ -362,6 +365,9 @@ def test_a_day_of_failures_disables_the_webhook_audited(own_db):
         events = audit.trail(f"webhook:{hook.id}")
         assert [e.action for e in events] == ["webhook.created", "webhook.disabled"]
         assert all("secret" not in json.dumps(e.after) for e in events)
+        # The audit log shows neither the URL's path nor the receiver's words.
+        assert "/gone" not in json.dumps([e.before for e in events] + [e.after for e in events])
+        assert events[1].after["reason"].endswith("; last: ConnectionError")
 
         # A disabled webhook is still owed what happens, but nothing is sent to it.
         audit.record(ctx, "probe.sent", subject="probe:2")

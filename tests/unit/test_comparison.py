@@ -7,8 +7,12 @@ import math
 import pytest
 
 from registry_service.domain.comparison import (
+    FROZEN,
+    UNFROZEN,
+    MetricChange,
     ReviewSide,
     compare_with_champion,
+    frozen_evidence,
     metric_direction,
 )
 
@@ -79,3 +83,33 @@ def test_without_a_champion_nothing_is_judged():
     assert result.champion is None
     assert result.metrics[0].better is None and result.metrics[0].champion is None
     assert result.params_differing == [] and result.params_same == 0
+
+
+def test_evidence_is_what_was_recorded_and_the_run_is_checked_against_it():
+    evidence = frozen_evidence(
+        {"auc": 0.8, "loss": 0.3, "f1": math.nan, "rows": 10.0},
+        {"auc": 0.95, "loss": 0.3, "f1": math.nan, "rows": 10.0, "added": 1.0},
+    )
+    assert evidence.state == FROZEN
+    assert evidence.metrics["auc"] == 0.8 and "added" not in evidence.metrics
+    # NaN is NaN again, not a change; a metric logged since has no registered value.
+    assert evidence.changed_since_registration == (
+        MetricChange("added", None, 1.0),
+        MetricChange("auc", 0.8, 0.95),
+    )
+    assert evidence.as_dict()["changed_since_registration"][1] == {
+        "key": "auc",
+        "registered": 0.8,
+        "current": 0.95,
+    }
+
+
+def test_evidence_without_a_record_or_without_the_run():
+    unfrozen = frozen_evidence(None, {"auc": 0.9})
+    assert (unfrozen.state, dict(unfrozen.metrics)) == (UNFROZEN, {"auc": 0.9})
+    assert unfrozen.changed_since_registration == ()
+    unread = frozen_evidence({"auc": 0.8}, None)  # the run is gone or MLflow is down
+    assert unread.state == FROZEN and unread.changed_since_registration is None
+    assert unread.as_dict() == {"metrics_state": "frozen", "changed_since_registration": None}
+    nothing = frozen_evidence(None, None)
+    assert nothing.metrics == {} and nothing.state == UNFROZEN

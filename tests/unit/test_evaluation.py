@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from registry_service.domain.comparison import frozen_evidence
 from registry_service.domain.evaluation import AutoPromotion, decide
+from registry_service.services.review import evidence_notes
 
 
 def by_name(decision):
@@ -58,3 +60,14 @@ def test_latency_limit_and_its_missing_metric():
     assert not slow.passed and not by_name(slow)["max_latency"].passed
     unmeasured = decide(criteria, 3, {"auc": 0.9}, None, None)
     assert not unmeasured.passed
+
+
+def test_notes_say_what_the_evidence_rests_on():
+    changed = evidence_notes("challenger", 3, frozen_evidence({"auc": 0.8}, {"auc": 0.95}))
+    assert changed == [
+        "challenger version 3's run changed since registration: auc was 0.8 when registered "
+        "and is 0.95 now; the registered value is used"
+    ]
+    assert evidence_notes("champion", 2, frozen_evidence({"auc": 0.8}, {"auc": 0.8})) == []
+    assert "unfrozen" in evidence_notes("champion", 2, frozen_evidence(None, {"auc": 0.8}))[0]
+    assert "could not be read" in evidence_notes("champion", 2, frozen_evidence({}, None))[0]

@@ -115,6 +115,18 @@ class DecisionSchema(Schema):
     challenger_version = Integer()
     champion_version = Integer(allow_none=True)
     criteria = ma.fields.List(ma.fields.Nested(CriterionSchema))
+    evidence = ma.fields.Dict(
+        metadata={
+            "description": "Per side (challenger, champion): version, metrics_state "
+            "(frozen: the metrics recorded at registration, which the criteria used; "
+            "unfrozen: registered outside the registry, so its run's metrics now) and "
+            "changed_since_registration ([{key, registered, current}]; null when the run "
+            "could not be read)"
+        }
+    )
+    notes = ma.fields.List(
+        ma.fields.String(), metadata={"description": "What to know about the evidence"}
+    )
     request = ma.fields.Nested(
         PromotionDetailSchema,
         allow_none=True,

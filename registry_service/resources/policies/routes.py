@@ -32,8 +32,8 @@ class ModelPolicy(MethodView):
     @blp.response(200, PolicySchema)
     @blp.problems(not_found="No such model")
     def put(self, body, name):
-        """Replace a model's promotion rules, auto-promotion, monitoring and out-of-band
-        response (audited)"""
+        """Replace a model's promotion rules, auto-promotion, monitoring, out-of-band
+        response and feedback principals (audited)"""
         return get_services().policies.replace(
             current_context(),
             name,
@@ -41,4 +41,6 @@ class ModelPolicy(MethodView):
             body["auto_promotion"],
             body["monitoring"],
             body["out_of_band"],
+            feedback_principals=body["feedback_principals"],
+            allow_unsafe_artifacts=body["allow_unsafe_artifacts"],
         )

@@ -13,12 +13,19 @@ from registry_service.domain.policy import (
     ANY_ALIAS,
     DEFAULT_APPROVER_KINDS,
     DEFAULT_EXPIRY_HOURS,
+    DEPLOYMENT_RULE_TARGETS,
     MAX_APPROVALS,
+    OUT_OF_BAND_DEFAULT,
     OUT_OF_BAND_MODES,
-    OUT_OF_BAND_RECORD,
     PolicyRule,
     TargetType,
 )
+
+RULE_TARGETS = {
+    "target_stage": TargetType.STAGE,
+    "target_alias": TargetType.ALIAS,
+    "target_deployment": TargetType.DEPLOYMENT,
+}
 
 
 class RuleSchema(Schema):
@@ -27,6 +34,15 @@ class RuleSchema(Schema):
     )
     target_alias = ma.fields.String(
         metadata={"description": f"An alias such as champion; '{ANY_ALIAS}' covers every alias"}
+    )
+    target_deployment = ma.fields.String(
+        validate=ma.validate.OneOf(DEPLOYMENT_RULE_TARGETS),
+        metadata={
+            "description": "A rule for deployment changes: traffic (every change of which "
+            "targets get traffic, in place of the strictest rule of Production and the "
+            "targets whose share changes) or reweight (the same targets stay live, only "
+            "weights or sticky_by change); at least 1 approval"
+        },
     )
     required_approvals = Integer(
         required=True,
@@ -72,15 +88,17 @@ class RuleSchema(Schema):
 
     @ma.validates_schema
     def one_target(self, data, **_):
-        if ("target_stage" in data) == ("target_alias" in data):
-            raise ma.ValidationError("give exactly one of target_stage or target_alias", "_schema")
+        if sum(k in data for k in RULE_TARGETS) != 1:
+            raise ma.ValidationError(
+                "give exactly one of target_stage, target_alias or target_deployment", "_schema"
+            )
 
     @ma.post_load
     def to_rule(self, data, **_) -> PolicyRule:
-        kind = TargetType.STAGE if "target_stage" in data else TargetType.ALIAS
+        field = next(k for k in RULE_TARGETS if k in data)
         return PolicyRule(
-            target_type=kind,
-            target=data["target_stage"] if kind is TargetType.STAGE else data["target_alias"],
+            target_type=RULE_TARGETS[field],
+            target=data[field],
             required_approvals=data["required_approvals"],
             approver_role=data["approver_role"],
             approvers=tuple(data["approvers"]),
@@ -242,6 +260,13 @@ class MonitoringPolicyOutSchema(Schema):
     alerts = ma.fields.List(ma.fields.Nested(AlertRuleOutSchema))
 
 
+ALLOW_UNSAFE_HELP = (
+    "Whether a version whose pickle scan found dangerous globals (os.system, eval, "
+    "subprocess, code objects...) may still be requested for Production or an alias; "
+    "false (default): such requests are refused with unsafe-artifact"
+)
+
+
 class PolicyPutSchema(Schema):
     example = {
         "rules": [
@@ -276,15 +301,34 @@ class PolicyPutSchema(Schema):
         allow_none=True,
         metadata={"description": "Drift thresholds and alert rules; null: defaults, no alerts"},
     )
-    out_of_band = ma.fields.String(
-        load_default=OUT_OF_BAND_RECORD,
-        validate=ma.validate.OneOf(OUT_OF_BAND_MODES),
+    feedback_principals = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=128)),
+        load_default=list,
+        validate=ma.validate.Length(max=100),
         metadata={
-            "description": "A stage or alias moved in MLflow behind the registry's back: "
-            "record (an audit event, an alert, webhooks) or revert (put the governed "
-            "holder back, audited)"
+            "description": "Principals who may send feedback on anyone's predictions of "
+            "this model (the predicting principal and admins always may); empty by default"
         },
     )
+    allow_unsafe_artifacts = ma.fields.Boolean(
+        load_default=False, metadata={"description": ALLOW_UNSAFE_HELP}
+    )
+    out_of_band = ma.fields.String(
+        load_default=OUT_OF_BAND_DEFAULT,
+        validate=ma.validate.OneOf(OUT_OF_BAND_MODES),
+        metadata={
+            "description": "A stage or alias moved in MLflow behind the registry's back is "
+            "always recorded (an audit event, an alert, webhooks) and never served; guard "
+            "(default) also puts Production and every alias back, revert puts every "
+            "target back, record leaves MLflow as it is"
+        },
+    )
+
+
+FEEDBACK_PRINCIPALS_HELP = (
+    "Principals who may send feedback on anyone's predictions of this model; the "
+    "principal that made a prediction and admins always may"
+)
 
 
 class PolicySchema(Schema):
@@ -301,3 +345,7 @@ class PolicySchema(Schema):
     auto_promotion = ma.fields.Nested(AutoPromotionOutSchema, allow_none=True)
     monitoring = ma.fields.Nested(MonitoringPolicyOutSchema, allow_none=True)
     out_of_band = ma.fields.String(metadata={"enum": list(OUT_OF_BAND_MODES)})
+    allow_unsafe_artifacts = ma.fields.Boolean(metadata={"description": ALLOW_UNSAFE_HELP})
+    feedback_principals = ma.fields.List(
+        ma.fields.String(), metadata={"description": FEEDBACK_PRINCIPALS_HELP}
+    )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
-from flask import Response, g, request
+from flask import g
 from flask.views import MethodView
 
-from registry_service.api import PROBLEM_MIMETYPE, Blueprint, handle_registry_error
+from registry_service.api import Blueprint
 from registry_service.auth import current_context
 from registry_service.domain.entities import Role
 from registry_service.domain.policy import Target
 from registry_service.domain.promotion import Status
-from registry_service.errors import RegistryError, status_for
+from registry_service.resources import idempotent
 from registry_service.resources.promotions.schemas import (
     ApproveSchema,
     CancelSchema,
@@ -25,7 +24,6 @@ from registry_service.resources.promotions.schemas import (
     RejectSchema,
 )
 from registry_service.services.container import get_services
-from registry_service.services.idempotency import fingerprint
 from registry_service.services.promotions import PromotionFilter
 
 log = logging.getLogger(__name__)
@@ -37,19 +35,13 @@ blp = Blueprint(
     description="Request, approve and execute moves of versions to stages and aliases",
 )
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-
 
 def _promotions():
     return get_services().promotions
 
 
-def _json(body, status: int, replayed: bool = False) -> Response:
-    mimetype = PROBLEM_MIMETYPE if status >= 400 else "application/json"
-    response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=mimetype)
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+def _location(body, status: int) -> dict[str, str]:
+    return {"Location": f"/api/v1/promotions/{body['id']}"}
 
 
 @blp.route("")
@@ -80,36 +72,17 @@ class Promotions(MethodView):
         "the version already holds the target, the quorum is unreachable, or a call with "
         "this Idempotency-Key is still in flight",
     )
-    @blp.doc(
-        parameters=[
-            {
-                "in": "header",
-                "name": IDEMPOTENCY_HEADER,
-                "required": False,
-                "schema": {"type": "string", "maxLength": 255},
-                "description": "Retries with the same key and body get the first response; "
-                "the same key with another body is refused (422); while the first call "
-                "runs, a retry gets 409",
-            }
-        ]
-    )
+    @blp.doc(parameters=[idempotent.PARAMETER])
     def post(self, body):
         """Request a promotion of a version to a stage or alias"""
-        services = get_services()
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        principal = g.principal.name
-        if key is not None:
-            fp = fingerprint("POST", request.path, request.get_json(silent=True))
-            stored = services.idempotency.begin(principal, key, fp)
-            if stored is not None:
-                return _json(stored.body, stored.status, replayed=True)
         target = (
             Target.stage(body["target_stage"])
             if "target_stage" in body
             else Target.alias(body["target_alias"])
         )
-        try:
-            promotion = services.promotions.create(
+
+        def create():
+            promotion = _promotions().create(
                 current_context(),
                 g.principal,
                 body["model_name"],
@@ -118,25 +91,9 @@ class Promotions(MethodView):
                 body["reason"],
                 body["archive_existing_versions"],
             )
-        except RegistryError as error:
-            if key is None:
-                raise
-            if status_for(error) >= 500:
-                services.idempotency.release(principal, key)
-                raise
-            problem, status, _ = handle_registry_error(error)
-            services.idempotency.complete(principal, key, status, problem)
-            return _json(problem, status)
-        except Exception:
-            if key is not None:
-                services.idempotency.release(principal, key)
-            raise
-        out = PromotionDetailSchema().dump(promotion)
-        if key is not None:
-            services.idempotency.complete(principal, key, 201, out)
-        response = _json(out, 201)
-        response.headers["Location"] = f"{request.path}/{promotion.id}"
-        return response
+            return PromotionDetailSchema().dump(promotion), 201
+
+        return idempotent.once(create, _location)
 
 
 @blp.route("/<id:request_id>")

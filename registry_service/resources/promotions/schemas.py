@@ -100,7 +100,14 @@ class PromotionSchema(Schema):
     archive_existing_versions = ma.fields.Boolean(attribute="archive_existing")
     reason = ma.fields.String()
     requester = ma.fields.String()
-    kind = ma.fields.String(metadata={"enum": ["promotion", "rollback"]})
+    kind = ma.fields.String(
+        metadata={
+            "enum": ["promotion", "rollback", "deployment"],
+            "description": "deployment: a change of which targets the model's traffic "
+            "reaches (no target_stage or target_alias; version is the deployment revision "
+            "it was requested against; evidence.deployment holds the spec before and after)",
+        }
+    )
     review_required = ma.fields.Boolean(
         metadata={"description": "A break-glass rollback executed without approval"}
     )
@@ -142,7 +149,8 @@ class PromotionSchema(Schema):
             "description": "What the executed move changed: from_stage, to_stage, "
             "archived_versions (stages) or alias, previous_version (aliases), and "
             "replaced_version; reconciled or confirmed_after_error when MLflow's answer "
-            "to the move was lost and the move was read back"
+            "to the move was lost and the move was read back. A traffic change: "
+            "deployment_revision written (0: removed), routing_change, ab_test_id"
         },
     )
     superseded_by = Integer(
@@ -152,6 +160,14 @@ class PromotionSchema(Schema):
     comments = ma.fields.List(ma.fields.Nested(CommentSchema))
 
 
+class MetricChangeSchema(Schema):
+    key = ma.fields.String()
+    registered = MetricValue(
+        allow_none=True, metadata={"description": "Recorded at registration (null: absent)"}
+    )
+    current = MetricValue(allow_none=True, metadata={"description": "On the run now"})
+
+
 class ReviewSideSchema(Schema):
     version = Integer()
     lineage = ma.fields.Dict(
@@ -159,6 +175,21 @@ class ReviewSideSchema(Schema):
             "description": "run_id, experiment, git_commit, data_version, source, "
             "registered_by and registered_at"
         }
+    )
+    metrics_state = ma.fields.String(
+        metadata={
+            "enum": ["frozen", "unfrozen"],
+            "description": "frozen: the metrics compared are those recorded at "
+            "registration; unfrozen: registered outside the registry, so its run's now",
+        }
+    )
+    changed_since_registration = ma.fields.List(
+        ma.fields.Nested(MetricChangeSchema),
+        allow_none=True,
+        metadata={
+            "description": "Metrics the run shows differently from the registration "
+            "record, with both values; null when the run could not be read"
+        },
     )
 
 

@@ -57,7 +57,16 @@
 
   function when(iso) { return iso ? new Date(iso).toLocaleString() : "–"; }
 
-  function target(p) { return p.target_stage ? p.target_stage : "@" + p.target_alias; }
+  function target(p) {
+    if (p.kind === "deployment") return "traffic";
+    return p.target_stage ? p.target_stage : "@" + p.target_alias;
+  }
+
+  // "#12 churn v3 → Production", or "#13 churn traffic (revision 2)" for a traffic change.
+  function title(p) {
+    if (p.kind === "deployment") return "#" + p.id + " " + p.model_name + " traffic (revision " + p.version + ")";
+    return "#" + p.id + " " + p.model_name + " v" + p.version + " → " + target(p);
+  }
 
   function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -126,7 +135,7 @@
       list.textContent = "";
       page.promotions.forEach(function (p) {
         var item = el("li", { "data-request-id": String(p.id), onclick: function () { openRequest(p.id); } },
-          el("div", { className: "title", text: "#" + p.id + " " + p.model_name + " v" + p.version + " → " + target(p) }),
+          el("div", { className: "title", text: title(p) }),
           el("div", { className: "muted", text: p.kind + " by " + p.requester + " · " +
             p.received_approvals + "/" + p.required_approvals + " approvals · " + when(p.created_at) }));
         if (state.selected === p.id) item.classList.add("selected");
@@ -139,10 +148,43 @@
   }
 
   // -- one request
+  // Metrics are those recorded at registration; a run changed since is shown with both.
+  function changesOf(side) {
+    var found = {};
+    ((side && side.changed_since_registration) || []).forEach(function (m) { found[m.key] = m; });
+    return found;
+  }
+
+  function changeText(label, change) {
+    return label + ": " + num(change.registered) + " registered, " + num(change.current) + " now";
+  }
+
+  function evidenceWarnings(c) {
+    var items = [];
+    [["candidate", c.candidate], ["champion", c.champion]].forEach(function (pair) {
+      var side = pair[1];
+      if (!side) return;
+      var label = pair[0] + " v" + side.version;
+      if (side.metrics_state === "unfrozen") {
+        items.push(el("li", { className: "unfrozen", text: label +
+          " was registered outside the registry: its run's metrics as they are now (unfrozen)." }));
+      } else if (side.changed_since_registration === null) {
+        items.push(el("li", { text: label + "'s run could not be read: the metrics recorded at registration, unchecked." }));
+      }
+      (side.changed_since_registration || []).forEach(function (m) {
+        items.push(el("li", { className: "changed", text: label + "'s run changed since registration: " +
+          changeText(m.key, m) + " (the registered value is compared)." }));
+      });
+    });
+    if (!items.length) return null;
+    return el.apply(null, ["ul", { id: "evidence-warnings", className: "plain warnings" }].concat(items));
+  }
+
   function comparisonSection(p) {
     var c = p.comparison;
     if (!c) return null;
     var champion = c.champion;
+    var changed = { candidate: changesOf(c.candidate), champion: changesOf(champion) };
     var heading = champion
       ? "Candidate v" + c.candidate.version + " against champion v" + champion.version
       : "Candidate v" + c.candidate.version + " (nothing holds " + target(p) + " yet)";
@@ -151,7 +193,10 @@
         : m.better === "champion" ? "champion better"
         : m.better === "equal" ? "equal" : "–";
       var direction = m.higher_is_better === true ? "↑" : m.higher_is_better === false ? "↓" : "";
-      var classes = (m.better ? "better-" + m.better : "") + (m.key === c.primary_metric ? " primary" : "");
+      var since = ["champion", "candidate"].filter(function (side) { return changed[side][m.key]; })
+        .map(function (side) { return changeText(side, changed[side][m.key]); });
+      var classes = (m.better ? "better-" + m.better : "") + (m.key === c.primary_metric ? " primary" : "") +
+        (since.length ? " changed" : "");
       return row([
         el("td", { text: m.key + (direction ? " " + direction : "") }),
         el("td", { className: "num", text: num(m.champion) }),
@@ -159,6 +204,7 @@
         el("td", { className: "num", text: signed(m.delta) }),
         el("td", { className: "num", text: percent(m.relative_delta) }),
         el("td", { className: "verdict", text: verdict }),
+        el("td", { className: "since", text: since.length ? since.join("; ") : "" }),
       ], classes.trim());
     });
     var paramRows = c.params_differing.map(function (d) {
@@ -170,13 +216,75 @@
     });
     return el("section", { id: "comparison" },
       el("h3", { text: heading }),
-      c.metrics.length ? table(["metric", "champion", "candidate", "delta", "relative", "verdict"], metricRows)
+      el("p", { className: "muted", text: "Metrics as recorded when each version was registered." }),
+      evidenceWarnings(c),
+      c.metrics.length ? table(["metric", "champion", "candidate", "delta", "relative", "verdict",
+        "changed since registration"], metricRows)
         : el("p", { className: "muted", text: "No metrics recorded on either run." }),
       champion ? el("h3", { text: "Params that differ (" + c.params_same + " equal)" }) : null,
       champion ? (paramRows.length ? table(["param", "champion", "candidate"], paramRows)
         : el("p", { className: "muted", text: "Same params." })) : null,
       el("h3", { text: "Lineage" }),
       table(["", champion ? "champion v" + champion.version : "champion", "candidate v" + c.candidate.version], lineageRows));
+  }
+
+  // What the approvers approve: the digest of the version's files and the pickle scan.
+  function artifactsSection(p) {
+    var a = (p.evidence || {}).artifacts;
+    if (!a) return null;
+    if (a.status !== "sealed") {
+      return el("section", { id: "artifacts" },
+        el("h3", { text: "Artifacts" }),
+        el("p", { className: "muted", text: "No manifest was recorded for this version (registered before " +
+          "manifests were kept): its files are served unverified." }));
+    }
+    var verdict = a.scan_verdict || "–";
+    var findings = Object.keys(a.findings || {}).sort().map(function (path) {
+      var f = a.findings[path];
+      return row([
+        el("td", {}, el("code", { text: path })),
+        el("td", { className: f.dangerous.length ? "error" : "", text: f.dangerous.join(", ") || "–" }),
+        el("td", { text: f.suspicious.join(", ") || "–" }),
+        el("td", { text: f.parse_error ? "yes" : "no" }),
+      ]);
+    });
+    return el("section", { id: "artifacts" },
+      el("h3", { text: "Artifacts" }),
+      el("p", {}, "Manifest digest ", el("code", { id: "manifest-digest", text: a.manifest_digest }),
+        " (SHA-256 over every file's SHA-256), signed by key ", el("code", { text: (a.signing_key_id || "").slice(0, 16) }),
+        ". Serving loads these bytes only."),
+      el("p", {}, "Pickle scan (" + (a.scanner || "–") + "): ",
+        el("strong", { id: "scan-verdict", className: verdict === "dangerous" ? "error" : verdict === "clean" ? "ok" : "",
+          text: verdict })),
+      findings.length ? table(["file", "dangerous globals", "suspicious globals", "parse error"], findings)
+        : el("p", { className: "muted", text: "No pickle imports anything beyond the safe lists." }));
+  }
+
+  // A traffic change: each variant's share before and after, and the A/B test it starts.
+  function deploymentSection(p) {
+    var change = p.kind === "deployment" ? (p.evidence || {}).deployment : null;
+    if (!change) return null;
+    function where(v) { return v.target_stage ? v.target_stage : "@" + v.target_alias; }
+    function split(spec) {
+      if (!spec) return el("p", { className: "muted", text: "No deployment of its own: all traffic to Production." });
+      return el("div", {},
+        table(["variant", "target", "weight"], spec.variants.map(function (v) {
+          return row([v.name, where(v), v.weight + "%"]);
+        })),
+        el("p", { className: "muted", text: "sticky by " + (spec.sticky_by || "nothing (random)") +
+          " · fallback " + (spec.fallback ? "on" : "off") + " · preload " + (spec.preload ? "on" : "off") }));
+    }
+    var test = (p.evidence || {}).abtest;
+    return el("section", { id: "deployment" },
+      el("h3", { text: "Traffic change (" + change.routing_change + ") against revision " + change.base_revision }),
+      change.changed_targets && change.changed_targets.length
+        ? el("p", { text: "Share changes for: " + change.changed_targets.join(", ") }) : null,
+      el("div", { className: "grid2" },
+        el("div", { id: "deployment-before" }, el("h3", { text: "Before" }), split(change.before)),
+        el("div", { id: "deployment-after" }, el("h3", { text: "After" }), split(change.after))),
+      test ? el("p", { text: "Starts an A/B test on " + test.metric + ": " + test.challenger.target + " v" +
+        test.challenger.version + " against " + test.champion.target + " v" + test.champion.version +
+        ", at least " + test.min_samples + " samples per side." }) : null);
   }
 
   function policySection(p) {
@@ -259,14 +367,14 @@
     detail.textContent = "";
     detail.setAttribute("data-request-id", String(p.id));
     detail.appendChild(el("h2", {},
-      "#" + p.id + " " + p.model_name + " v" + p.version + " → " + target(p) + " ",
+      title(p) + " ",
       el("span", { id: "status", className: "badge " + p.status, text: p.status })));
     detail.appendChild(el("p", { className: "muted", text: p.kind + " requested by " + p.requester + " on " +
       when(p.created_at) + (p.replaces_version ? "; replaces v" + p.replaces_version : "") }));
     detail.appendChild(el("p", {}, el("strong", { text: "Reason: " }), p.reason));
     detail.appendChild(el("p", { id: "decision-result", role: "status" }));
     if (p.last_error) detail.appendChild(el("p", { className: "error", text: p.last_error }));
-    [comparisonSection(p), decisionSection(p, canApprove), policySection(p), commentsSection(p), auditSection(p)]
+    [comparisonSection(p), deploymentSection(p), artifactsSection(p), decisionSection(p, canApprove), policySection(p), commentsSection(p), auditSection(p)]
       .forEach(function (section) { if (section) detail.appendChild(section); });
     Array.prototype.forEach.call(document.querySelectorAll("#requests li"), function (li) {
       li.classList.toggle("selected", li.getAttribute("data-request-id") === String(p.id));

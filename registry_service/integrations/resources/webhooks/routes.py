@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
+from flask import g
 from flask.views import MethodView
 
 from registry_service.api import Blueprint
@@ -19,6 +20,7 @@ from registry_service.integrations.resources.webhooks.schemas import (
     WebhookPatchSchema,
     WebhookSchema,
 )
+from registry_service.integrations.webhooks import Webhook, redact_url
 from registry_service.services.container import get_services
 
 blp = Blueprint(
@@ -30,13 +32,21 @@ blp = Blueprint(
 )
 
 
+def shown(webhook: Webhook) -> Webhook:
+    """The full URL for admins; for anyone else, scheme, host and a fingerprint (every
+    route here is admin-only today: this keeps a wider read role from leaking URLs)."""
+    if g.principal.has_role(Role.ADMIN):
+        return webhook
+    return replace(webhook, url=redact_url(webhook.url))
+
+
 @blp.route("")
 class Webhooks(MethodView):
     @blp.requires(Role.ADMIN)
     @blp.response(200, WebhookListSchema)
     def get(self):
         """List webhooks (never their secrets)"""
-        return {"webhooks": get_services().webhooks.list()}
+        return {"webhooks": [shown(w) for w in get_services().webhooks.list()]}
 
     @blp.requires(Role.ADMIN)
     @blp.arguments(WebhookInSchema)
@@ -51,7 +61,7 @@ class Webhooks(MethodView):
             body["secret"],
             body["description"],
         )
-        return {**asdict(webhook), "secret": secret}
+        return {**asdict(shown(webhook)), "secret": secret}
 
 
 @blp.route("/<int:webhook_id>")
@@ -61,7 +71,7 @@ class WebhookItem(MethodView):
     @blp.problems(not_found="No such webhook")
     def get(self, webhook_id):
         """Show a webhook"""
-        return get_services().webhooks.get(webhook_id)
+        return shown(get_services().webhooks.get(webhook_id))
 
     @blp.requires(Role.ADMIN)
     @blp.arguments(WebhookPatchSchema)
@@ -69,7 +79,7 @@ class WebhookItem(MethodView):
     @blp.problems(not_found="No such webhook")
     def patch(self, body, webhook_id):
         """Change a webhook; enabled=true resumes one that was disabled (audited)"""
-        return get_services().webhooks.update(current_context(), webhook_id, body)
+        return shown(get_services().webhooks.update(current_context(), webhook_id, body))
 
     @blp.requires(Role.ADMIN)
     @blp.response(204)

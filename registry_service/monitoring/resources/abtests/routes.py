@@ -13,14 +13,17 @@ from registry_service.monitoring.resources.abtests.schemas import (
     AbTestSchema,
     ConcludeSchema,
 )
+from registry_service.resources import idempotent
+from registry_service.resources.promotions.schemas import PromotionDetailSchema
 from registry_service.services.container import get_services
 
 blp = Blueprint(
     "ab-tests",
     __name__,
     url_prefix="/models",
-    description="A/B tests: the split is set on start and restored on conclusion; a "
-    "better challenger gets a promotion request, which still needs its quorum",
+    description="A/B tests: the split is a traffic change request, and the test starts "
+    "when its quorum approves it; the split is restored on conclusion; a better challenger "
+    "gets a promotion request, which still needs its quorum",
 )
 
 
@@ -35,24 +38,42 @@ class AbTests(MethodView):
 
     @blp.requires(Role.APPROVER)
     @blp.arguments(AbTestInSchema)
-    @blp.response(201, AbTestSchema)
+    @blp.response(
+        202,
+        PromotionDetailSchema,
+        description="The test's split as a traffic change request; the test starts when "
+        "the request executes, and its id is the request's outcome.ab_test_id",
+        headers={"Location": {"schema": {"type": "string"}}},
+    )
     @blp.problems(
         not_found="No such model",
-        conflict="A test is running, or a target has no holder, or both hold one version",
+        conflict="A test is running, or a target has no holder, or both hold one version, "
+        "or a traffic change request is open (existing_request_id)",
+        precondition_failed="The deployment changed while the split was built",
+        precondition_required="A deployment was set while the split was built",
     )
+    @blp.doc(parameters=[idempotent.PARAMETER])
     def post(self, body, name):
-        """Start an A/B test: sets the deployment's split (approver; audited)"""
-        return get_services().monitoring.start_ab_test(
-            current_context(),
-            name,
-            body["champion"],
-            body["challenger"],
-            body["challenger_share"],
-            body["metric"],
-            body["min_samples"],
-            body["alpha"],
-            body["max_hours"],
-            body["sticky_by"],
+        """Request an A/B test: its split is a traffic change needing its quorum"""
+
+        def start():
+            change = get_services().monitoring.start_ab_test(
+                current_context(),
+                g.principal,
+                name,
+                body["champion"],
+                body["challenger"],
+                body["challenger_share"],
+                body["metric"],
+                body["min_samples"],
+                body["alpha"],
+                body["max_hours"],
+                body["sticky_by"],
+            )
+            return PromotionDetailSchema().dump(change), 202
+
+        return idempotent.once(
+            start, lambda out, _: {"Location": f"/api/v1/promotions/{out['id']}"}
         )
 
 

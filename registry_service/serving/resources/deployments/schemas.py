@@ -29,6 +29,7 @@ class DeploymentInSchema(Schema):
         "sticky_by": "header:X-Subject-Id",
         "fallback": True,
         "preload": True,
+        "reason": "10% of traffic to the challenger for a week",
     }
 
     variants = ma.fields.List(ma.fields.Nested(VariantSchema), required=True)
@@ -46,6 +47,15 @@ class DeploymentInSchema(Schema):
     )
     preload = ma.fields.Boolean(
         load_default=False, metadata={"description": "Load at process start, before ready"}
+    )
+    reason = ma.fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Length(min=1, max=5000),
+        metadata={
+            "description": "Why, when the change moves traffic and becomes a change "
+            "request: shown to approvers (default: the split in words)"
+        },
     )
 
 

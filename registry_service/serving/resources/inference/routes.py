@@ -65,16 +65,7 @@ class Ready(MethodView):
 
 
 def _loaded(name: str, version: int | None):
-    serving = _serving()
-    if version is not None:
-        serving.gateway.get_model_version(name, version)
-        return serving.cache.get(name, version)
-    route = serving.route(name)
-    held = [v for v in route.holders.values() if v is not None]
-    if not held:
-        return None
-    primary = route.holders.get(max(route.spec.variants, key=lambda v: v.weight).target)
-    return serving.cache.get(name, primary if primary is not None else held[0])
+    return _serving().model_for(name, version)
 
 
 class _Metadata(MethodView):
@@ -82,6 +73,7 @@ class _Metadata(MethodView):
     @blp.response(200, V2ModelMetadataSchema)
     @blp.problems(
         not_found="No such model or version, or nobody holds its targets",
+        forbidden="The version holds no governed target (version-not-servable)",
         unavailable="The version cannot be loaded",
     )
     def get(self, name, version=None):
@@ -104,7 +96,10 @@ class _Metadata(MethodView):
 class _ModelReady(MethodView):
     @blp.requires(predictor=True)
     @blp.response(200, V2ModelReadySchema)
-    @blp.problems(not_found="No such model or version")
+    @blp.problems(
+        not_found="No such model or version",
+        forbidden="The version holds no governed target (version-not-servable)",
+    )
     def get(self, name, version=None):
         """Whether the model (or version) is loaded and can answer"""
         try:
@@ -120,6 +115,7 @@ class _Infer(MethodView):
     @blp.response(200, V2InferResponseSchema)
     @blp.problems(
         not_found="No such model or version, or nobody holds the target",
+        forbidden="The version holds no governed target (version-not-servable)",
         unavailable="Neither the holder nor its fallback can answer",
     )
     def post(self, body, name, version=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import g, request
 from flask.views import MethodView
 
-from registry_service.api import Blueprint
+from registry_service.api import PROBLEM_MIMETYPE, Blueprint, ProblemSchema
 from registry_service.auth import current_context
 from registry_service.domain.policy import Target
 from registry_service.services.container import get_services
@@ -44,10 +44,21 @@ class Predict(MethodView):
     @blp.response(
         200,
         PredictResponseSchema,
-        headers={"X-Model-Version": {"schema": {"type": "integer"}}},
+        headers={
+            "X-Model-Version": {"schema": {"type": "integer"}},
+            "X-Request-ID": {
+                "description": "Minted by the service; quote it when sending feedback",
+                "schema": {"type": "string"},
+            },
+            "X-Client-Request-ID": {
+                "description": "The caller's X-Request-ID, when it sent a valid one",
+                "schema": {"type": "string"},
+            },
+        },
     )
     @blp.problems(
         not_found="No such model, version, or nobody holds the target",
+        forbidden="The version, or Archived, holds no governed target (version-not-servable)",
         unavailable="Neither the holder nor its fallback can answer",
     )
     def post(self, args, body, name):
@@ -64,6 +75,7 @@ class Predict(MethodView):
                 "served_from": result.served_from,
                 "fallback": result.fallback,
                 "request_id": result.request_id or g.request_id,
+                "client_request_id": g.get("client_request_id"),
             },
             200,
             {"X-Model-Version": str(result.model_version)},
@@ -75,6 +87,15 @@ class Feedback(MethodView):
     @blp.requires(predictor=True)
     @blp.arguments(FeedbackSchema)
     @blp.response(200, FeedbackResultSchema)
+    @blp.alt_response(
+        403,
+        schema=ProblemSchema,
+        description="feedback-not-allowed: some predictions were made by another principal "
+        "and the caller is neither in the policy's feedback_principals nor an admin; "
+        "refused_request_ids names them and nothing is recorded",
+        content_type=PROBLEM_MIMETYPE,
+    )
     def post(self, body, name):
-        """Record ground truth for predictions, by their request id"""
-        return get_services().serving.feedback(current_context(), name, body["items"])
+        """Record ground truth for predictions, by their request id (the predicting
+        principal, the model's feedback principals and admins only)"""
+        return get_services().feedback.record(current_context(), g.principal, name, body["items"])

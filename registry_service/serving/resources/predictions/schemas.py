@@ -48,11 +48,21 @@ class PredictResponseSchema(Schema):
     variant = ma.fields.String(allow_none=True)
     served_from = ma.fields.String(metadata={"description": "e.g. Production, @challenger"})
     fallback = ma.fields.Boolean(metadata={"description": "True when the previous holder answered"})
-    request_id = ma.fields.String(metadata={"description": "Quote it when sending feedback"})
+    request_id = ma.fields.String(
+        metadata={"description": "Minted by the service; quote it when sending feedback"}
+    )
+    client_request_id = ma.fields.String(
+        allow_none=True,
+        metadata={"description": "The caller's X-Request-ID, kept with the prediction"},
+    )
 
 
 class FeedbackItemSchema(Schema):
-    request_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=64))
+    request_id = ma.fields.String(
+        required=True,
+        validate=ma.validate.Length(min=1, max=64),
+        metadata={"description": "The request_id a prediction answered with (not the client's)"},
+    )
     actual = ma.fields.Raw(
         required=True, allow_none=False, metadata={"description": "The true label or value"}
     )

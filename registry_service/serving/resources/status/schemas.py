@@ -14,6 +14,14 @@ class LoadedModelSchema(Schema):
     load_ms = ma.fields.Float()
     loaded_at = ma.fields.AwareDateTime()
     hits = ma.fields.Integer()
+    integrity = ma.fields.String(
+        metadata={
+            "description": "verified: its files matched the manifest recorded at "
+            "registration; unverified: none was recorded (registered before manifests "
+            "were kept)",
+            "enum": ["verified", "unverified"],
+        }
+    )
 
 
 class RouteVariantSchema(Schema):
