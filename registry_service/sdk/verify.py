@@ -9,22 +9,30 @@ from pathlib import Path
 
 import click
 
+from registry_service.config import Settings
 from registry_service.sdk.client import RegistryClient
 from registry_service.sdk.commands import EXIT_NOT_EXECUTED, client_command, emit
 from registry_service.services.manifests import ManifestError, verify_folder
 
 
-def _download(name: str, version: int, into: str, tracking_uri: str | None) -> Path:
-    """The version's files as MLflow's artifact store holds them (its source, not the
-    ``models:/`` view, which adds a file of its own)."""
+def _download(name: str, version: int, into: str, tracking_uri: str) -> Path:
+    """The version's files as MLflow's artifact store holds them (where its source
+    points, not the ``models:/`` view, which adds a file of its own)."""
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    uri = client.get_model_version_download_uri(name, str(version))
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=uri, dst_path=into, tracking_uri=tracking_uri
-    )
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        uri = client.get_model_version_download_uri(name, str(version))
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=into, tracking_uri=tracking_uri
+        )
+    except (MlflowException, OSError) as exc:
+        raise click.ClickException(
+            f"could not download version {version} of {name!r} from {tracking_uri}: "
+            f"{str(exc)[:300]} (give --tracking-uri, or --dir with an exported copy)"
+        ) from None
     return Path(local)
 
 
@@ -45,7 +53,8 @@ def _download(name: str, version: int, into: str, tracking_uri: str | None) -> P
 @click.option(
     "--tracking-uri",
     envvar="MLFLOW_TRACKING_URI",
-    help="MLflow to download the files from (or MLFLOW_TRACKING_URI).",
+    help="MLflow to download the files from (or MLFLOW_TRACKING_URI); by default the "
+    "embedded store `make run` keeps under REGISTRY_DATA_DIR (./.registry).",
 )
 def versions_verify(
     client: RegistryClient,
@@ -60,7 +69,8 @@ def versions_verify(
     signed = client.manifest(name, version)
     key = public_key.read_bytes() if public_key else signed["public_key"].encode()
     with tempfile.TemporaryDirectory(prefix="registry-verify-") as tmp:
-        local = folder or _download(name, version, tmp, tracking_uri)
+        uri = tracking_uri or Settings.from_env().mlflow_tracking_uri
+        local = folder or _download(name, version, tmp, uri)
         try:
             result = verify_folder(local, signed["signature"], key)
         except ManifestError as exc:
