@@ -23,6 +23,7 @@ from registry_service.services.container import get_services
 from registry_service.services.context import Context
 from registry_service.services.tokens import TokenService
 from tests.rig import MlflowServer, Postgres, create_database
+from tests.serving_models import log_sklearn
 
 ROLES = ("viewer", "requester", "approver", "admin")
 
@@ -126,6 +127,23 @@ def promote(client, auth, model, version, **target):
             break
     assert done.json["status"] == "executed", done.json
     return created.json["id"]
+
+
+def serve_two_versions(client, auth, services, name, mlflow_client, **second_target):
+    """Make ``name`` with v1 (a > 0.5) in Production and v2 (a > 0.2) registered, and
+    promoted to ``second_target`` when given; the estimators by version."""
+    services.models.create_model(Context(actor="test-setup"), name, None, {})
+    estimators = {}
+    for version, threshold in ((1, 0.5), (2, 0.2)):
+        run_id, estimators[version] = log_sklearn(mlflow_client, threshold)
+        services.models.register_version(
+            Context(actor="test-setup"), name, run_id, "model", None, {}
+        )
+    promote(client, auth, name, 1)
+    if second_target:
+        promote(client, auth, name, 2, **second_target)
+    services.serving.refresh(name)
+    return estimators
 
 
 def predict(client, auth, model, body, role="viewer", query="", headers=None):

@@ -69,19 +69,24 @@ class RaisingModel(mlflow.pyfunc.PythonModel):
         raise RuntimeError("feature store unreachable")
 
 
-def log_raising(client, experiment: str = "serving-tests") -> str:
-    """A model that loads but whose predict raises on every input."""
+def _log_python_model(client, model: mlflow.pyfunc.PythonModel, experiment: str) -> str:
+    """Log a PythonModel of this module, pickled by value, with a two-column signature."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     frame = training_frame()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         mlflow.pyfunc.save_model(
             str(folder),
-            python_model=RaisingModel(),
+            python_model=model,
             signature=infer_signature(frame, np.zeros(len(frame))),
             pip_requirements=REQUIREMENTS,
         )
         return _log(client, folder, experiment)
+
+
+def log_raising(client, experiment: str = "serving-tests") -> str:
+    """A model that loads but whose predict raises on every input."""
+    return _log_python_model(client, RaisingModel(), experiment)
 
 
 def log_regressor(client, slope: float, experiment: str = "serving-tests"):
@@ -108,14 +113,4 @@ class MarkerModel(mlflow.pyfunc.PythonModel):
 
 def log_marker(client, marker: Path, experiment: str = "serving-tests") -> str:
     """A model whose loading writes ``marker``; returns its run id."""
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    frame = training_frame()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        mlflow.pyfunc.save_model(
-            str(folder),
-            python_model=MarkerModel(str(marker)),
-            signature=infer_signature(frame, np.zeros(len(frame))),
-            pip_requirements=REQUIREMENTS,
-        )
-        return _log(client, folder, experiment)
+    return _log_python_model(client, MarkerModel(str(marker)), experiment)

@@ -9,7 +9,7 @@ import pytest
 from registry_service.db.base import utcnow
 from registry_service.domain.entities import Stage
 from registry_service.services.context import Context
-from tests.conftest import get_services_of
+from tests.conftest import get_services_of, promote
 
 CTX = Context(actor="test-setup")
 
@@ -28,19 +28,6 @@ def set_policy(client, auth, model, *rules):
         f"/api/v1/models/{model}/policy", headers=auth("admin"), json={"rules": list(rules)}
     )
     assert response.status_code == 200, response.json
-
-
-def promote(client, auth, model, version, **target):
-    created = client.post(
-        "/api/v1/promotions",
-        headers=auth("requester"),
-        json={"model_name": model, "version": version, "reason": "release", **target},
-    ).json
-    done = client.post(
-        f"/api/v1/promotions/{created['id']}/approve", headers=auth("approver"), json={}
-    ).json
-    assert done["status"] == "executed", done
-    return done
 
 
 def rollback(client, auth, model, **target):
@@ -162,9 +149,10 @@ def test_history_answers_who_held_a_target_at_an_instant(client, auth, model):
     assert now["holders_at"] == {"stage:Production": [2], "stage:Archived": [1]}
     newest = now["tenures"][0]
     assert (newest["target"], newest["version"], newest["until"]) == ("Production", 2, None)
-    assert newest["promotion_request"] == second["id"]
+    assert newest["promotion_request"] == second
     ended = next(t for t in now["tenures"] if t["version"] == 1 and t["target"] == "Production")
-    assert ended["until"] is not None and ended["ended_by"] == second["approvals"][0]["approver"]
+    approver = client.get(f"/api/v1/promotions/{second}", headers=auth()).json["approvals"][0]
+    assert ended["until"] is not None and ended["ended_by"] == approver["approver"]
     bad = client.get(url, headers=auth(), query_string={"at": "yesterday"})
     assert bad.status_code == 422
 

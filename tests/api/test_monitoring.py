@@ -18,7 +18,14 @@ from sqlalchemy import select
 
 from registry_service.db.models import AuditEventRow, PredictionFeedbackRow, PredictionRow
 from registry_service.services.context import Context
-from tests.conftest import approve_change, expected, get_services_of, predict, promote
+from tests.conftest import (
+    approve_change,
+    expected,
+    get_services_of,
+    predict,
+    promote,
+    serve_two_versions,
+)
 from tests.serving_models import log_regressor, log_sklearn, training_frame
 
 CTX = Context(actor="test-setup")
@@ -27,15 +34,9 @@ CTX = Context(actor="test-setup")
 @pytest.fixture
 def served(client, auth, services, model_name, mlflow_client):
     """v1 (a > 0.5) in Production, v2 (a > 0.2) holding alias challenger."""
-    services.models.create_model(CTX, model_name, None, {})
-    estimators = {}
-    for version, threshold in ((1, 0.5), (2, 0.2)):
-        run_id, estimators[version] = log_sklearn(mlflow_client, threshold)
-        services.models.register_version(CTX, model_name, run_id, "model", None, {})
-    promote(client, auth, model_name, 1)
-    promote(client, auth, model_name, 2, target_alias="challenger")
-    services.serving.refresh(model_name)
-    return model_name, estimators
+    return model_name, serve_two_versions(
+        client, auth, services, model_name, mlflow_client, target_alias="challenger"
+    )
 
 
 def flush(services):

@@ -15,8 +15,9 @@ from tests.conftest import (
     get_services_of,
     predict,
     promote,
+    serve_two_versions,
 )
-from tests.serving_models import log_raising, log_sklearn, log_unloadable
+from tests.serving_models import log_raising, log_unloadable
 
 CTX = Context(actor="test-setup")
 ROW = {"a": 0.9, "b": 0.1}
@@ -26,14 +27,7 @@ ROWS = [{"a": 0.9, "b": 0.1}, {"a": 0.35, "b": 0.5}, {"a": 0.1, "b": 0.9}]
 @pytest.fixture
 def served(client, auth, services, model_name, mlflow_client):
     """v1 (a > 0.5) in Production, then v2 (a > 0.2) registered; estimators by version."""
-    services.models.create_model(CTX, model_name, None, {})
-    estimators = {}
-    for version, threshold in ((1, 0.5), (2, 0.2)):
-        run_id, estimators[version] = log_sklearn(mlflow_client, threshold)
-        services.models.register_version(CTX, model_name, run_id, "model", None, {})
-    promote(client, auth, model_name, 1)
-    services.serving.refresh(model_name)
-    return model_name, estimators
+    return model_name, serve_two_versions(client, auth, services, model_name, mlflow_client)
 
 
 def test_nothing_in_production_is_404_naming_the_target(client, auth, services, model_name):

@@ -17,9 +17,8 @@ from tests.conftest import (
     approve_change,
     expected,
     predict,
-    promote,
+    serve_two_versions,
 )
-from tests.serving_models import log_sklearn
 
 CTX = Context(actor="test-setup")
 ROWS = [{"a": 0.9, "b": 0.1}, {"a": 0.35, "b": 0.5}, {"a": 0.1, "b": 0.9}]
@@ -30,20 +29,9 @@ DEFAULT_VARIANTS = [{"name": "default", "target_stage": "Production", "weight": 
 @pytest.fixture
 def served(client, auth, services, model_name, mlflow_client):
     """v1 (a > 0.5) in Production, v2 (a > 0.2) in Staging; estimators by version."""
-    services.models.create_model(CTX, model_name, None, {})
-    estimators = {}
-    for version, threshold in ((1, 0.5), (2, 0.2)):
-        run_id, estimators[version] = log_sklearn(mlflow_client, threshold)
-        services.models.register_version(CTX, model_name, run_id, "model", None, {})
-    promote(client, auth, model_name, 1)
-    staged = client.post(
-        PROMOTIONS,
-        headers=auth("requester"),
-        json={"model_name": model_name, "version": 2, "target_stage": "Staging", "reason": "qa"},
+    return model_name, serve_two_versions(
+        client, auth, services, model_name, mlflow_client, target_stage="Staging"
     )
-    assert act(client, auth, staged.json["id"], "approve", "approver").json["status"] == "executed"
-    services.serving.refresh(model_name)
-    return model_name, estimators
 
 
 def url_of(model: str) -> str:
