@@ -197,9 +197,7 @@ def target_of(key: str) -> Target:
     return Target(TargetType(kind), name)
 
 
-def holders_now(
-    session: Session, name: str, governed: bool = False
-) -> dict[str, list[int]] | None:
+def holders_now(session: Session, name: str, governed: bool = False) -> dict[str, list[int]] | None:
     """What our own records say holds each stage and alias of ``name`` now (``governed``:
     through governed steps only); None when they have never recorded a move of it."""
     rows = _move_rows(session, name)
