@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from registry_service.app import create_app
 from registry_service.db.base import utcnow
 from registry_service.db.database import Database
 from registry_service.db.migrate import upgrade
-from registry_service.db.models import PromotionRequestRow
+from registry_service.db.models import AuditEventRow, PromotionRequestRow
 from registry_service.services.audit import AuditLog
 from registry_service.services.container import get_services
 from registry_service.services.context import Context
@@ -105,9 +105,9 @@ def stall_and_sweep(services, request_id):
     return services.promotions.sweep(Context(actor="test-sweep"))
 
 
-def promote(client, auth, model, version, **target):
+def promote(client, auth, model, version, approvers=("approver", "approver2"), **target):
     """Request ``target`` (Production by default) for a version as the requester and
-    approve it with both approvers until it executes; the request's id."""
+    approve it with ``approvers`` in turn until it executes; the request's id."""
     created = client.post(
         "/api/v1/promotions",
         headers=auth("requester"),
@@ -119,7 +119,7 @@ def promote(client, auth, model, version, **target):
         },
     )
     assert created.status_code == 201, created.json
-    for approver in ("approver", "approver2"):
+    for approver in approvers:
         done = client.post(
             f"/api/v1/promotions/{created.json['id']}/approve", headers=auth(approver), json={}
         )
@@ -144,6 +144,18 @@ def serve_two_versions(client, auth, services, name, mlflow_client, **second_tar
         promote(client, auth, name, 2, **second_target)
     services.serving.refresh(name)
     return estimators
+
+
+def audit_rows(services, model, action) -> list[AuditEventRow]:
+    """The model's audit events of one action, as stored, oldest first."""
+    with services.db.read() as session:
+        return list(
+            session.execute(
+                select(AuditEventRow)
+                .where(AuditEventRow.model_name == model, AuditEventRow.action == action)
+                .order_by(AuditEventRow.seq)
+            ).scalars()
+        )
 
 
 def predict(client, auth, model, body, role="viewer", query="", headers=None):

@@ -34,6 +34,7 @@ UNGOVERNED_EVENTS = (
     "model.out_of_band_change",
     "model.out_of_band_revert_failed",
 )
+GOVERNED_MOVES = tuple(a for a in MOVES if a not in UNGOVERNED_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,7 @@ class HistoryService:
         check_model_name(name)
         self.gateway.get_registered_model(name)
         with self.db.read() as session:
-            rows = _move_rows(session, name)
-        if governed:
-            rows = [r for r in rows if r.action not in UNGOVERNED_EVENTS]
+            rows = _move_rows(session, name, governed)
         tenures = _replay(rows)
         if target is not None:
             tenures = [t for t in tenures if t.target == target]
@@ -200,13 +199,12 @@ def target_of(key: str) -> Target:
 def holders_now(session: Session, name: str, governed: bool = False) -> dict[str, list[int]] | None:
     """What our own records say holds each stage and alias of ``name`` now (``governed``:
     through governed steps only); None when they have never recorded a move of it."""
-    rows = _move_rows(session, name)
-    if governed:
-        rows = [r for r in rows if r.action not in UNGOVERNED_EVENTS]
+    rows = _move_rows(session, name, governed)
     return ModelHistory(name, _replay(rows)).holders_at if rows else None
 
 
-def _move_rows(session: Session, name: str) -> list:
+def _move_rows(session: Session, name: str, governed: bool = False) -> list:
+    moves = GOVERNED_MOVES if governed else MOVES
     return session.execute(
         select(
             AuditEventRow.seq,
@@ -217,6 +215,6 @@ def _move_rows(session: Session, name: str) -> list:
             AuditEventRow.before,
             AuditEventRow.after,
         )
-        .where(AuditEventRow.model_name == name, AuditEventRow.action.in_(MOVES))
+        .where(AuditEventRow.model_name == name, AuditEventRow.action.in_(moves))
         .order_by(AuditEventRow.seq)
     ).all()

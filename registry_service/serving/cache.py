@@ -134,9 +134,6 @@ class PyfuncLoader:
             integrity="verified" if expected is not None else "unverified",
         )
 
-    def _local_copy(self, name: str, version: int) -> Path:
-        return self._verified_copy(name, version)[0]
-
     def _verified_copy(self, name: str, version: int) -> tuple[Path, Any]:
         """The version's files on disk, checked against its recorded manifest; with
         that manifest (None when none was recorded)."""

@@ -80,20 +80,7 @@ def test_a_rollback_keeps_the_rules_named_approvers(client, auth, model, identit
         {"target_stage": "Production", "required_approvals": 1, "approvers": [named]},
     )
     for version in (1, 2):
-        created = client.post(
-            "/api/v1/promotions",
-            headers=auth("requester"),
-            json={
-                "model_name": model,
-                "version": version,
-                "reason": "release",
-                "target_stage": "Production",
-            },
-        ).json
-        done = client.post(
-            f"/api/v1/promotions/{created['id']}/approve", headers=auth("approver2"), json={}
-        ).json
-        assert done["status"] == "executed", done
+        promote(client, auth, model, version, approvers=("approver2",), target_stage="Production")
     body = rollback(client, auth, model, target_stage="Production").json
     assert body["kind"] == "rollback" and body["version"] == 1
     assert body["policy"]["approvers"] == [named]

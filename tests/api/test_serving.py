@@ -11,6 +11,7 @@ from registry_service.services.context import Context
 from tests.conftest import (
     apply_deployment,
     approve_change,
+    audit_rows,
     expected,
     get_services_of,
     predict,
@@ -226,16 +227,7 @@ def test_deployment_changes_need_approvers_the_etag_and_are_audited(
         json=split | {"variants": split["variants"][:1]},
     )
     assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "variants"
-    with services.db.read() as session:
-        events = (
-            session.execute(
-                select(AuditEventRow).where(
-                    AuditEventRow.model_name == model, AuditEventRow.action == "deployment.updated"
-                )
-            )
-            .scalars()
-            .all()
-        )
+    events = audit_rows(services, model, "deployment.updated")
     (event,) = events
     assert event.before["variants"][0]["name"] == "default" and event.before["revision"] == 0
     assert event.after["variants"][1]["target_alias"] == "challenger"

@@ -7,14 +7,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import select
 
-from registry_service.db.models import AuditEventRow
 from registry_service.services.context import Context
 from tests.api.test_promotions import PROMOTIONS, act, set_policy
 from tests.conftest import (
     apply_deployment,
     approve_change,
+    audit_rows,
     expected,
     predict,
     serve_two_versions,
@@ -140,16 +139,7 @@ def test_changes_that_leave_routing_alone_apply_at_once(client, auth, services, 
     assert second.status_code == 200 and second.json["fallback"] is False
     listed = client.get(f"{PROMOTIONS}?model={model}&max_results=50", headers=auth()).json
     assert [p["kind"] for p in listed["promotions"]] == ["promotion", "promotion"]
-    with services.db.read() as session:
-        events = (
-            session.execute(
-                select(AuditEventRow).where(
-                    AuditEventRow.model_name == model, AuditEventRow.action == "deployment.updated"
-                )
-            )
-            .scalars()
-            .all()
-        )
+    events = audit_rows(services, model, "deployment.updated")
     assert [e.after["revision"] for e in events] == [1, 2]
     assert all("promotion_request" not in e.after for e in events)
 
@@ -308,4 +298,37 @@ def test_an_ab_test_starts_only_when_its_split_is_approved(
     )
     assert concluded.status_code == 200 and concluded.json["status"] == "concluded"
     assert client.get(url_of(model), headers=auth()).json["is_default"] is True
+    assert served_version(client, auth, services, model) == 1
+
+
+def test_lower_roles_and_machine_tokens_cannot_move_traffic(
+    client, auth, services, served, identities
+):
+    """Requesting a traffic change takes the approver role; approving one takes a person:
+    a CI or agent token with the approver role is not eligible."""
+    model, _ = served
+    for role in ("viewer", "requester", "predictor_only"):
+        refused = put(client, auth, model, TO_STAGING, '"0"', role=role)
+        assert (refused.status_code, refused.json["code"]) == (403, "forbidden"), role
+        ab = client.post(
+            f"/api/v1/models/{model}/ab-tests",
+            headers=auth(role),
+            json={
+                "champion": {"target_stage": "Production"},
+                "challenger": {"target_stage": "Staging"},
+            },
+        )
+        assert (ab.status_code, ab.json["code"]) == (403, "forbidden"), role
+    asked = put(client, auth, model, TO_STAGING, '"0"')
+    assert asked.status_code == 202, asked.json
+    for kind in ("ci", "agent"):
+        secret, _ = services.tokens.create(
+            Context(actor="test-setup"), f"{kind}-{uuid.uuid4().hex[:6]}", ["approver"], kind=kind
+        )
+        machine = client.post(
+            f"{PROMOTIONS}/{asked.json['id']}/approve",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={},
+        )
+        assert (machine.status_code, machine.json["code"]) == (403, "not-eligible"), kind
     assert served_version(client, auth, services, model) == 1

@@ -166,6 +166,10 @@ def test_review_page_compares_with_the_champion_and_approves(
     expect(auc.locator("td").nth(2)).to_have_text("0.88")  # candidate
     expect(auc.locator("td.verdict")).to_have_text("candidate better")
     expect(comparison).to_contain_text("depth")  # params that differ
+    expect(comparison).to_contain_text("changed since registration")
+    evidence = client.get(f"/api/v1/promotions/{request_id}", headers=auth()).json["evidence"]
+    expect(page.locator("#manifest-digest")).to_have_text(evidence["artifacts"]["manifest_digest"])
+    expect(page.locator("#scan-verdict")).to_have_text("clean")
 
     page.locator("#decision-comment").fill("better AUC, same data")
     page.locator("#approve").click()
@@ -178,6 +182,41 @@ def test_review_page_compares_with_the_champion_and_approves(
     done = client.get(f"/api/v1/promotions/{request_id}", headers=auth()).json
     assert done["status"] == "executed"
     assert done["approvals"][0]["comment"] == "better AUC, same data"
+
+
+def test_review_page_shows_a_traffic_change_and_approves_it(
+    page, live_server, client, auth, identities, model
+):
+    champion = open_request(client, auth, model, 1)
+    approved = client.post(
+        f"/api/v1/promotions/{champion}/approve", headers=auth("approver"), json={}
+    )
+    assert approved.json["status"] == "executed"
+    url = f"/api/v1/models/{model}/deployment"
+    etag = client.get(url, headers=auth()).headers["ETag"]
+    split = {
+        "variants": [
+            {"name": "champion", "target_stage": "Production", "weight": 90},
+            {"name": "canary", "target_stage": "Staging", "weight": 10},
+        ]
+    }
+    asked = client.put(url, headers={**auth("approver"), "If-Match": etag}, json=split)
+    assert asked.status_code == 202, asked.json
+
+    page.goto(f"{live_server.url}/review")
+    page.locator("#token").fill(identities["approver2"]["token"])
+    page.get_by_role("button", name="Use token").click()
+    item = page.locator(f'#requests li[data-request-id="{asked.json["id"]}"]')
+    expect(item).to_contain_text("traffic")
+    item.click()
+    expect(page.locator("#deployment-before")).to_contain_text("Production")
+    expect(page.locator("#deployment-before")).to_contain_text("100%")
+    expect(page.locator("#deployment-after")).to_contain_text("Staging")
+    expect(page.locator("#deployment-after")).to_contain_text("10%")
+    page.locator("#approve").click()
+    expect(page.locator("#status")).to_have_text("executed")
+    stored = client.get(url, headers=auth()).json
+    assert [v["weight"] for v in stored["variants"]] == [90, 10]
 
 
 def test_review_page_refuses_a_bad_token(page, live_server, page_errors):

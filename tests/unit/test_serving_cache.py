@@ -92,9 +92,9 @@ def test_downloads_are_shared_on_disk_and_keyed_by_the_version_s_identity(tmp_pa
 
     gateway = DownloadingGateway()
     first, second = PyfuncLoader(gateway, tmp_path), PyfuncLoader(gateway, tmp_path)
-    one = first._local_copy("m", 1)
+    one = first._verified_copy("m", 1)[0]
     assert (one / "MLmodel").is_file() and gateway.downloads == 1
-    assert second._local_copy("m", 1) == one and gateway.downloads == 1  # another process
+    assert second._verified_copy("m", 1)[0] == one and gateway.downloads == 1  # another process
     recreated = PyfuncLoader(DownloadingGateway(created_at="2026-02-02"), tmp_path)
-    assert recreated._local_copy("m", 1) != one  # same name and number, new model
+    assert recreated._verified_copy("m", 1)[0] != one  # same name and number, new model
     assert not [p for p in (tmp_path / "artifacts").iterdir() if p.name.count("-") == 1]
